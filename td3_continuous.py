@@ -1,0 +1,537 @@
+"""TD3: Twin Delayed Deep Deterministic policy gradient, in one readable file.
+
+Paper: Fujimoto, van Hoof & Meger (2018), "Addressing Function Approximation Error in
+Actor-Critic Methods", https://arxiv.org/abs/1802.09477 (Algorithm 1).
+
+Run:   python td3_continuous.py --env-id Hopper-v5
+Help:  python td3_continuous.py --help
+
+Shapes: B batch, N parallel envs, O observation dim, A action dim. Rewards, termination
+flags and Q-values are [B, 1]; the twin critic returns both critics at once as [2, B, 1].
+
+Deliberate departures from the paper (marked `# NOTE:` in the code):
+- 256-256 networks, learning rate 3e-4 and 25k random warm-up steps, as in the authors'
+  updated reference code (github.com/sfujim/TD3); the paper used 400-300 units and 1e-3.
+- The actor's tanh output is mapped per dimension onto the env's Box [low, high], and every
+  noise scale is a fraction of that dimension's half-range (the paper assumes [-1, 1]).
+- With --num-envs N, each vector step (N transitions) is followed by one gradient step.
+"""
+
+import copy
+import itertools
+import math
+import os
+import random
+import sys
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+import tyro
+from torch import nn
+from torch.utils.tensorboard import SummaryWriter
+
+ALGORITHM = "td3"
+EVAL_SEED_OFFSET = 10_000  # the evaluation env is seeded with seed + EVAL_SEED_OFFSET
+LOG_EVERY = 100  # vector steps between metric logs (the only time losses are read)
+
+
+@dataclass
+class Args:
+    # Experiment
+    exp_name: str = "td3_continuous"
+    """name of the experiment, part of the run name runs/<env>__<exp_name>__<seed>__<time>"""
+    env_id: str = "Hopper-v5"
+    """anything `gymnasium.make` accepts, including `my_module:MyEnv-v0` for your own env"""
+    seed: int = 1
+    """seed for Python, NumPy, PyTorch and the environments"""
+    total_timesteps: int = 1_000_000
+    """environment steps in total, summed over all envs"""
+    num_envs: int = 1
+    """parallel environments; each vector step (num_envs transitions) gets one gradient step"""
+    torch_deterministic: bool = True
+    """ask PyTorch for deterministic kernels (`torch.backends.cudnn.deterministic`)"""
+    cuda: bool = True
+    """train on the GPU when one is available"""
+    eval_frequency: int = 10_000
+    """evaluate the deterministic policy every this many environment steps"""
+    eval_episodes: int = 10
+    """episodes per evaluation, on a separate env seeded with seed + 10_000"""
+    capture_video: bool = False
+    """record the first episode of every evaluation to videos/<run_name>/ (headless MuJoCo: MUJOCO_GL=egl)"""
+    save_model: bool = False
+    """save a checkpoint to runs/<run_name>/<exp_name>.pt at every evaluation, at the end and on Ctrl-C"""
+    checkpoint: str | None = None
+    """evaluate this saved checkpoint (uses --eval-episodes, --seed, --capture-video) instead of training"""
+
+    # Algorithm
+    buffer_size: int = 1_000_000
+    """replay buffer capacity in transitions"""
+    batch_size: int = 256
+    """minibatch size of every gradient step"""
+    learning_rate: float = 3e-4
+    """Adam learning rate of actor and critics"""
+    gamma: float = 0.99
+    """discount factor γ"""
+    tau: float = 0.005
+    """soft target update rate τ: θ' ← τ θ + (1 - τ) θ'"""
+    learning_starts: int = 25_000
+    """environment steps with uniformly random actions before the first gradient step"""
+    exploration_noise: float = 0.1
+    """std of the Gaussian exploration noise, as a fraction of each action dimension's half-range"""
+    policy_noise: float = 0.2
+    """target policy smoothing noise std σ, as a fraction of each dimension's half-range"""
+    noise_clip: float = 0.5
+    """target policy smoothing noise clip c, as a fraction of each dimension's half-range"""
+    policy_frequency: int = 2
+    """policy delay d: actor and target networks are updated every d critic updates"""
+
+    # Speed
+    host_buffer: bool = False
+    """keep the replay buffer in host memory (for large observations) instead of on the training device"""
+
+
+class StopRun(Exception):
+    """A user-facing problem: the run stops with this one-line message instead of a traceback."""
+
+
+def validate_args(args: Args) -> None:
+    """Reject nonsense flags before any training work starts."""
+    checks = [
+        (args.total_timesteps > 0, f"--total-timesteps must be positive (got {args.total_timesteps})"),
+        (args.num_envs > 0, f"--num-envs must be positive (got {args.num_envs})"),
+        (args.total_timesteps >= args.num_envs, "--total-timesteps must be at least --num-envs"),
+        (args.batch_size > 0, f"--batch-size must be positive (got {args.batch_size})"),
+        (args.buffer_size >= args.num_envs, "--buffer-size must be positive and at least --num-envs"),
+        (args.batch_size <= args.buffer_size, "--batch-size must not exceed --buffer-size"),
+        (
+            0 <= args.learning_starts < args.total_timesteps,
+            f"--learning-starts must be in [0, --total-timesteps) so that training happens "
+            f"(got {args.learning_starts} with --total-timesteps {args.total_timesteps})",
+        ),
+        (0 < args.gamma <= 1, f"--gamma (γ) must be in (0, 1] (got {args.gamma})"),
+        (0 < args.tau <= 1, f"--tau (τ) must be in (0, 1] (got {args.tau})"),
+        (args.learning_rate > 0, f"--learning-rate must be positive (got {args.learning_rate})"),
+        (args.exploration_noise >= 0, "--exploration-noise must not be negative"),
+        (args.policy_noise >= 0, "--policy-noise (σ) must not be negative"),
+        (args.noise_clip >= 0, "--noise-clip (c) must not be negative"),
+        (args.policy_frequency >= 1, "--policy-frequency (d) must be at least 1"),
+        (args.eval_frequency > 0, "--eval-frequency must be positive"),
+        (args.eval_episodes > 0, "--eval-episodes must be positive"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise StopRun(message)
+
+
+# ----------------------------------------------------------------------------- environments
+def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
+    """`gym.make` with a one-line error for unknown ids and spaces this script cannot handle."""
+    try:
+        env = gym.make(env_id, render_mode=render_mode)
+    except (gym.error.Error, ImportError) as err:
+        raise StopRun(f"cannot make env {env_id!r}: {err}") from None
+    act_space, obs_space = env.action_space, env.observation_space
+    if not isinstance(act_space, gym.spaces.Box):
+        raise StopRun(f"{env_id} has a {type(act_space).__name__} action space; TD3 needs a continuous Box")
+    if not (np.all(np.isfinite(act_space.low)) and np.all(np.isfinite(act_space.high))):
+        raise StopRun(f"{env_id} has an unbounded action space; wrap it in gymnasium.wrappers.RescaleAction")
+    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
+        raise StopRun(f"{env_id} observations are not a flat Box; wrap it in gymnasium.wrappers.FlattenObservation")
+    return env
+
+
+def make_vector_env(args: Args) -> gym.vector.SyncVectorEnv:
+    # SAME_STEP autoreset: when an episode ends, step() already returns the next episode's first
+    # observation and keeps the true last one in infos["final_obs"], so every step is a real transition.
+    return gym.vector.SyncVectorEnv(
+        [lambda: make_env(args.env_id)] * args.num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
+    )
+
+
+def make_eval_env(env_id: str, episodes: int, video_folder: str | None) -> gym.Env:
+    """A separate env for deterministic evaluation; records each evaluation's first episode if asked."""
+    if video_folder is None:
+        return make_env(env_id)
+    env = make_env(env_id, render_mode="rgb_array")
+    try:  # render once now, so a missing renderer fails before training rather than at the first evaluation
+        env.reset(seed=0)
+        env.render()
+        return gym.wrappers.RecordVideo(env, video_folder, episode_trigger=lambda ep: ep % episodes == 0)
+    except Exception as err:
+        raise StopRun(
+            f"--capture-video cannot render {env_id} ({type(err).__name__}: {err}). Headless MuJoCo needs "
+            "MUJOCO_GL=egl (GPU or Mesa libEGL) or MUJOCO_GL=osmesa (libOSMesa); videos need `pip install moviepy`"
+        ) from None
+
+
+def to_env_actions(actions: torch.Tensor, space: gym.spaces.Box) -> np.ndarray:
+    """The one host sync per step; clipping in the Box's own dtype guarantees low <= a <= high."""
+    return np.clip(actions.cpu().numpy().astype(space.dtype), space.low, space.high)
+
+
+# ----------------------------------------------------------------------------- replay buffer
+class Batch(NamedTuple):
+    obs: torch.Tensor  # [B, O]
+    actions: torch.Tensor  # [B, A]
+    rewards: torch.Tensor  # [B, 1]
+    next_obs: torch.Tensor  # [B, O]  the true next observation, also after a time-limit truncation
+    terminations: torch.Tensor  # [B, 1]  1.0 only if the episode really ended (not on truncation)
+
+
+class ReplayBuffer:
+    """Ring buffer of preallocated float32 tensors: O(1) add of N transitions, uniform sampling."""
+
+    def __init__(self, capacity: int, obs_dim: int, act_dim: int, device: torch.device, storage: torch.device):
+        self.capacity, self.device, self.storage = capacity, device, storage
+        self.pos, self.size = 0, 0
+        widths = {"obs": obs_dim, "actions": act_dim, "rewards": 1, "next_obs": obs_dim, "terminations": 1}
+        self.data = {k: torch.zeros(capacity, w, dtype=torch.float32, device=storage) for k, w in widths.items()}
+
+    def add(self, obs, actions, rewards, next_obs, terminations) -> None:
+        """Store N transitions given as arrays [N, O], [N, A], [N], [N, O], [N]."""
+        n = len(obs)
+        idx = torch.arange(self.pos, self.pos + n, device=self.storage) % self.capacity
+        for key, array in zip(Batch._fields, (obs, actions, rewards, next_obs, terminations), strict=True):
+            values = torch.as_tensor(np.asarray(array, dtype=np.float32), device=self.storage)
+            self.data[key][idx] = values.reshape(n, -1)
+        self.pos = (self.pos + n) % self.capacity
+        self.size = min(self.size + n, self.capacity)
+
+    def sample(self, batch_size: int) -> Batch:
+        idx = torch.randint(self.size, (batch_size,), device=self.storage)
+        return Batch(*(self.data[k][idx].to(self.device, non_blocking=True) for k in Batch._fields))
+
+
+# ----------------------------------------------------------------------------- networks
+class TwinQNetwork(nn.Module):
+    """Two independent critics Q1, Q2 (obs [B, O], action [B, A] -> [2, B, 1]).
+
+    Layer weights of both critics are stored side by side ([2, in, out]), so one batched matmul
+    per layer evaluates both. This computes exactly what two separate MLPs would.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256):
+        super().__init__()
+        sizes = [obs_dim + act_dim, hidden, hidden, 1]
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for fan_in, fan_out in itertools.pairwise(sizes):
+            bound = 1 / math.sqrt(fan_in)  # the same init as nn.Linear
+            self.weights.append(nn.Parameter(torch.empty(2, fan_in, fan_out).uniform_(-bound, bound)))
+            self.biases.append(nn.Parameter(torch.empty(2, 1, fan_out).uniform_(-bound, bound)))
+
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor, critics: int = 2) -> torch.Tensor:
+        """Q-values of the first `critics` critics: [critics, B, 1]."""
+        x = torch.cat([obs, actions], dim=-1).expand(critics, -1, -1)  # [critics, B, O + A]
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            x = torch.baddbmm(b[:critics], x, w[:critics])
+            if i < len(self.weights) - 1:
+                x = F.relu(x)
+        return x
+
+
+class Actor(nn.Module):
+    """Deterministic policy μ(s): obs [B, O] -> action [B, A] inside the env's Box."""
+
+    def __init__(self, obs_dim: int, action_low: np.ndarray, action_high: np.ndarray, hidden: int = 256):
+        super().__init__()
+        act_dim = len(action_low)
+        self.net = nn.Sequential(
+            nn.Linear(obs_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, act_dim)
+        )
+        # Per-dimension affine map from tanh's (-1, 1) onto (low, high); buffers move with .to(device)
+        low, high = (torch.as_tensor(b, dtype=torch.float32) for b in (action_low, action_high))
+        self.register_buffer("action_low", low)
+        self.register_buffer("action_high", high)
+        self.register_buffer("action_scale", (high - low) / 2)
+        self.register_buffer("action_bias", (high + low) / 2)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.net(obs)) * self.action_scale + self.action_bias  # [B, A]
+
+
+# ----------------------------------------------------------------------------- losses and updates
+def explore(actor: Actor, obs: torch.Tensor, args: Args) -> torch.Tensor:
+    """Behaviour action: μ(s) plus Gaussian noise of std exploration_noise * half-range, [N, A]."""
+    action = actor(obs)
+    return action + torch.randn_like(action) * args.exploration_noise * actor.action_scale
+
+
+def target_actions(actor_target: Actor, next_obs: torch.Tensor, args: Args) -> torch.Tensor:
+    """Target policy smoothing (paper Sec. 5.3): μ'(s') + clip(N(0, σ), -c, c), kept inside the Box."""
+    action = actor_target(next_obs)  # [B, A]
+    noise = (torch.randn_like(action) * args.policy_noise).clamp(-args.noise_clip, args.noise_clip)
+    # σ and c are in units of each dimension's half-range; the clamp uses per-dimension bounds
+    return (action + noise * actor_target.action_scale).clamp(actor_target.action_low, actor_target.action_high)
+
+
+def critic_loss(
+    batch: Batch, actor_target: Actor, qf: TwinQNetwork, qf_target: TwinQNetwork, args: Args
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Clipped double-Q TD loss (paper Sec. 4.2). The TD target is built without gradients
+    (torch.no_grad): only the online critics qf receive gradients from this loss."""
+    with torch.no_grad():
+        next_q = qf_target(batch.next_obs, target_actions(actor_target, batch.next_obs, args))  # [2, B, 1]
+        min_next_q = next_q.min(dim=0).values  # [B, 1]: the smaller estimate counters overestimation
+        # Bootstrap unless the episode truly terminated: a time-limit truncation keeps its future value
+        td_target = batch.rewards + args.gamma * (1 - batch.terminations) * min_next_q  # [B, 1]
+    q = qf(batch.obs, batch.actions)  # [2, B, 1]
+    per_critic = F.mse_loss(q, td_target.expand_as(q), reduction="none").mean(dim=(1, 2))  # [2]
+    metrics = {"qf1_values": q[0].mean(), "qf2_values": q[1].mean(), "qf1_loss": per_critic[0]}
+    metrics["qf2_loss"] = per_critic[1]
+    return per_critic.sum(), metrics
+
+
+def actor_loss(batch: Batch, actor: Actor, qf: TwinQNetwork) -> torch.Tensor:
+    """Deterministic policy gradient: maximise Q1(s, μ(s)) (paper Algorithm 1: Q1 only). Gradients flow
+    through the critic into the actor; only the actor's optimizer steps, so the critic is not changed."""
+    return -qf(batch.obs, actor(batch.obs), critics=1).mean()
+
+
+def update_critic(batch, actor_target, qf, qf_target, q_optimizer, args) -> dict[str, torch.Tensor]:
+    loss, metrics = critic_loss(batch, actor_target, qf, qf_target, args)
+    q_optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    q_optimizer.step()
+    metrics["qf_loss"] = loss.detach()
+    return {k: v.detach() for k, v in metrics.items()}
+
+
+def update_actor(batch, actor, qf, actor_optimizer) -> dict[str, torch.Tensor]:
+    loss = actor_loss(batch, actor, qf)
+    actor_optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    actor_optimizer.step()
+    return {"actor_loss": loss.detach()}
+
+
+@torch.no_grad()
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """θ' ← τ θ + (1 - τ) θ', which is θ'.lerp_(θ, τ) for every parameter."""
+    torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)  # PERF: one fused op
+
+
+# ----------------------------------------------------------------------------- evaluation and checkpoints
+@torch.no_grad()
+def evaluate(policy, env: gym.Env, episodes: int, seed: int, device: torch.device) -> list[float]:
+    """Returns of `episodes` episodes of the deterministic policy. The first reset is seeded, so every
+    evaluation of a run starts from the same initial states."""
+    returns = []
+    for episode in range(episodes):
+        obs, _ = env.reset(seed=seed if episode == 0 else None)
+        done, episode_return = False, 0.0
+        while not done:
+            action = policy(torch.as_tensor(obs, dtype=torch.float32, device=device)[None])[0]
+            obs, reward, terminated, truncated, _ = env.step(to_env_actions(action, env.action_space))
+            episode_return += float(reward)
+            done = terminated or truncated
+        returns.append(episode_return)
+    return returns
+
+
+def save_checkpoint(path: Path, args: Args, global_step: int, space: gym.spaces.Box, obs_dim: int, weights: dict):
+    """Weights, args and the env's spaces, written atomically: a temporary file, then a rename."""
+    checkpoint = {"algorithm": ALGORITHM, "args": asdict(args), "global_step": global_step}
+    checkpoint["spaces"] = {"obs_dim": obs_dim, "action_low": space.low.tolist(), "action_high": space.high.tolist()}
+    checkpoint.update(weights)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(checkpoint, tmp)
+    os.replace(tmp, path)
+
+
+def load_actor(path: str, device: torch.device) -> tuple[Actor, dict]:
+    """The actor of a checkpoint written by save_checkpoint, ready to act (eval mode)."""
+    if not Path(path).is_file():
+        raise StopRun(f"checkpoint {path} does not exist")
+    checkpoint = torch.load(path, map_location=device, weights_only=True)
+    if checkpoint.get("algorithm") != ALGORITHM:
+        raise StopRun(f"{path} is a {checkpoint.get('algorithm')!r} checkpoint; load it with its own script")
+    spaces = checkpoint["spaces"]
+    actor = Actor(spaces["obs_dim"], np.array(spaces["action_low"]), np.array(spaces["action_high"]))
+    actor.load_state_dict(checkpoint["actor"])
+    return actor.to(device).eval(), checkpoint
+
+
+def evaluate_checkpoint(args: Args, device: torch.device) -> dict:
+    actor, checkpoint = load_actor(args.checkpoint, device)
+    env_id = checkpoint["args"]["env_id"]
+    video_folder = f"videos/{Path(args.checkpoint).parent.name}-eval" if args.capture_video else None
+    env = make_eval_env(env_id, args.eval_episodes, video_folder)
+    if env.observation_space.shape[0] != checkpoint["spaces"]["obs_dim"]:
+        raise StopRun(f"{env_id} observations no longer match the checkpoint's")
+    returns = evaluate(actor, env, args.eval_episodes, args.seed + EVAL_SEED_OFFSET, device)
+    env.close()
+    print(
+        f"{env_id} ({args.checkpoint}, step {checkpoint['global_step']}): "
+        f"eval return {np.mean(returns):.1f} ± {np.std(returns):.1f} over {len(returns)} episodes"
+    )
+    return {"eval_returns": returns}
+
+
+# ----------------------------------------------------------------------------- training
+class Progress:
+    """The console status line: rewritten in place on a terminal, a new line every 30 s in a log file."""
+
+    def __init__(self, total: int):
+        self.total, self.last_print, self.interactive = total, -math.inf, sys.stdout.isatty()
+
+    def __call__(self, global_step: int, sps: float, recent_return: float | None, last_eval: float | None):
+        now = time.monotonic()
+        if not self.interactive and now - self.last_print < 30:
+            return
+        self.last_print = now
+        eta = time.strftime("%H:%M:%S", time.gmtime((self.total - global_step) / max(sps, 1e-9)))
+        line = f"step {global_step:>9,}/{self.total:,}  {sps:6.0f} steps/s  ETA {eta}"
+        if recent_return is not None:
+            line += f"  return(last 10) {recent_return:9.1f}"
+        if last_eval is not None:
+            line += f"  eval {last_eval:9.1f}"
+        print(line, end="\r" if self.interactive else "\n", flush=True)
+
+
+def main(args: Args) -> dict:
+    validate_args(args)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    if args.capture_video and not os.environ.get("DISPLAY"):
+        os.environ.setdefault("MUJOCO_GL", "egl")  # headless default; must be set before MuJoCo is imported
+    if args.checkpoint:
+        return evaluate_checkpoint(args, device)
+
+    envs = make_vector_env(args)
+    run_name = f"{args.env_id.replace(':', '-').replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    video_folder = f"videos/{run_name}" if args.capture_video else None
+    eval_env = make_eval_env(args.env_id, args.eval_episodes, video_folder)
+    action_space = envs.single_action_space
+    obs_dim, act_dim = envs.single_observation_space.shape[0], action_space.shape[0]
+
+    actor = Actor(obs_dim, action_space.low, action_space.high).to(device)
+    qf = TwinQNetwork(obs_dim, act_dim).to(device)
+    actor_target, qf_target = copy.deepcopy(actor), copy.deepcopy(qf)
+    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.learning_rate)
+    q_optimizer = torch.optim.Adam(qf.parameters(), lr=args.learning_rate)
+    storage = torch.device("cpu") if args.host_buffer else device
+    rb = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device, storage)
+
+    writer = SummaryWriter(f"runs/{run_name}")
+    writer.add_text(
+        "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
+    )
+    checkpoint_path = Path(f"runs/{run_name}/{args.exp_name}.pt")
+    eval_returns: list[float] = []
+
+    def checkpoint(global_step: int) -> None:
+        if args.save_model:
+            nets = {"actor": actor, "qf": qf, "actor_target": actor_target, "qf_target": qf_target}
+            weights = {name: net.state_dict() for name, net in nets.items()}
+            save_checkpoint(checkpoint_path, args, global_step, action_space, obs_dim, weights)
+
+    def evaluate_and_log(global_step: int) -> None:
+        returns = evaluate(actor, eval_env, args.eval_episodes, args.seed + EVAL_SEED_OFFSET, device)
+        eval_returns.append(float(np.mean(returns)))
+        writer.add_scalar("eval/episodic_return", eval_returns[-1], global_step)
+        writer.add_scalar("eval/episodic_return_std", float(np.std(returns)), global_step)
+
+    obs, _ = envs.reset(seed=args.seed)
+    envs.action_space.seed(args.seed)
+    episode_returns, episode_lengths = np.zeros(args.num_envs), np.zeros(args.num_envs, dtype=int)
+    recent_returns: deque[float] = deque(maxlen=10)
+    global_step, updates, next_eval, last_eval, interrupted = 0, 0, args.eval_frequency, 0, False
+    actor_metrics: dict[str, torch.Tensor] = {}
+    window_start, window_step, progress = time.perf_counter(), 0, Progress(args.total_timesteps)
+    try:
+        while global_step < args.total_timesteps:
+            # Act: uniformly random during warm-up, then the actor plus exploration noise
+            if global_step < args.learning_starts:
+                actions = envs.action_space.sample()
+            else:
+                with torch.no_grad():
+                    obs_tensor = torch.as_tensor(obs, dtype=torch.float32, device=device)
+                    actions = to_env_actions(explore(actor, obs_tensor, args), envs.action_space)
+            next_obs, rewards, terminations, truncations, infos = envs.step(actions)
+            global_step += args.num_envs
+
+            episode_returns += rewards
+            episode_lengths += 1
+            for i in np.flatnonzero(terminations | truncations):
+                writer.add_scalar("charts/episodic_return", episode_returns[i], global_step)
+                writer.add_scalar("charts/episodic_length", episode_lengths[i], global_step)
+                recent_returns.append(episode_returns[i])
+                episode_returns[i], episode_lengths[i] = 0.0, 0
+
+            # Store only real transitions: an env that just finished returns its reset observation in
+            # next_obs, so the transition's true next observation comes from infos["final_obs"]
+            real_next_obs = next_obs.copy()
+            for i in np.flatnonzero(infos.get("_final_obs", [])):
+                real_next_obs[i] = infos["final_obs"][i]
+            rb.add(obs, actions, rewards, real_next_obs, terminations)
+            obs = next_obs
+
+            # Learn (paper Algorithm 1): a critic step every vector step; actor and targets every d steps
+            if global_step >= args.learning_starts:
+                batch = rb.sample(args.batch_size)
+                metrics = update_critic(batch, actor_target, qf, qf_target, q_optimizer, args)
+                updates += 1
+                if updates % args.policy_frequency == 0:
+                    actor_metrics = update_actor(batch, actor, qf, actor_optimizer)
+                    soft_update(qf_target, qf, args.tau)
+                    soft_update(actor_target, actor, args.tau)
+
+                if updates % LOG_EVERY == 0:  # the only place losses leave the device
+                    values = {k: v.item() for k, v in (metrics | actor_metrics).items()}
+                    for name, value in values.items():
+                        writer.add_scalar(f"losses/{name}", value, global_step)
+                    sps = (global_step - window_step) / (time.perf_counter() - window_start)
+                    writer.add_scalar("charts/SPS", sps, global_step)
+                    window_start, window_step = time.perf_counter(), global_step
+                    bad = [name for name, value in values.items() if not math.isfinite(value)]
+                    if bad:
+                        raise StopRun(
+                            f"non-finite {', '.join(bad)} at step {global_step} (losses are checked every "
+                            f"{LOG_EVERY} updates); lower the learning rate or check the env for NaN/inf"
+                        )
+                    recent = float(np.mean(recent_returns)) if recent_returns else None
+                    progress(global_step, sps, recent, eval_returns[-1] if eval_returns else None)
+
+            if global_step >= next_eval:
+                eval_start = time.perf_counter()
+                evaluate_and_log(global_step)
+                checkpoint(global_step)
+                next_eval, last_eval = next_eval + args.eval_frequency, global_step
+                window_start += time.perf_counter() - eval_start  # steps/s counts training time only
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        writer.flush()
+
+    if progress.interactive:
+        print()
+    if not interrupted and last_eval < global_step:  # a final evaluation, unless one just ran
+        evaluate_and_log(global_step)
+    checkpoint(global_step)
+    writer.close()
+    envs.close()
+    eval_env.close()
+    final = f"final eval return {eval_returns[-1]:.1f}" if eval_returns else "no evaluation yet"
+    status = f"interrupted at step {global_step:,}" if interrupted else f"finished {global_step:,} steps"
+    saved = f"; checkpoint {checkpoint_path}" if args.save_model else ""
+    print(f"{ALGORITHM} {args.env_id}: {status}, {final}; logs runs/{run_name}{saved}")
+    return {"run_name": run_name, "global_step": global_step, "eval_returns": eval_returns, "interrupted": interrupted,
+            "actor": actor, "qf": qf, "replay_buffer": rb}  # fmt: skip
+
+
+if __name__ == "__main__":
+    try:
+        main(tyro.cli(Args))
+    except StopRun as err:
+        sys.exit(f"error: {err}")
