@@ -39,6 +39,10 @@ from torch.utils.tensorboard import SummaryWriter
 
 ALGORITHM = "td3"
 EVAL_SEED_OFFSET = 10_000  # the evaluation env is seeded with seed + EVAL_SEED_OFFSET
+RENDERING_HELP = (
+    "headless MuJoCo renders with MUJOCO_GL=egl (needs libEGL, e.g. Debian's libegl1) or MUJOCO_GL=osmesa "
+    "(needs libOSMesa); videos also need moviepy (in requirements.txt)"
+)
 LOG_EVERY = 100  # vector steps between metric logs (the only time losses are read)
 
 
@@ -134,9 +138,17 @@ def validate_args(args: Args) -> None:
 def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
     """`gym.make` with a one-line error for unknown ids and spaces this script cannot handle."""
     try:
-        env = gym.make(env_id, render_mode=render_mode)
+        # render_mode is passed only when needed: a user's env need not accept the keyword
+        env = gym.make(env_id, **({"render_mode": render_mode} if render_mode else {}))
     except (gym.error.Error, ImportError) as err:
         raise StopRun(f"cannot make env {env_id!r}: {err}") from None
+    except Exception as err:
+        if "MUJOCO_GL" not in os.environ:
+            raise  # a bug in the env itself: keep its traceback
+        raise StopRun(
+            f"cannot make env {env_id!r} with MUJOCO_GL={os.environ['MUJOCO_GL']} ({type(err).__name__}: {err}); "
+            f"{RENDERING_HELP}"
+        ) from None
     act_space, obs_space = env.action_space, env.observation_space
     if not isinstance(act_space, gym.spaces.Box):
         raise StopRun(f"{env_id} has a {type(act_space).__name__} action space; TD3 needs a continuous Box")
@@ -166,9 +178,17 @@ def make_eval_env(env_id: str, episodes: int, video_folder: str | None) -> gym.E
         return gym.wrappers.RecordVideo(env, video_folder, episode_trigger=lambda ep: ep % episodes == 0)
     except Exception as err:
         raise StopRun(
-            f"--capture-video cannot render {env_id} ({type(err).__name__}: {err}). Headless MuJoCo needs "
-            "MUJOCO_GL=egl (GPU or Mesa libEGL) or MUJOCO_GL=osmesa (libOSMesa); videos need `pip install moviepy`"
+            f"--capture-video cannot render {env_id} ({type(err).__name__}: {err}); {RENDERING_HELP}"
         ) from None
+
+
+def stop_if_non_finite(values: dict[str, float], global_step: int) -> None:
+    bad = [name for name, value in values.items() if not math.isfinite(value)]
+    if bad:
+        raise StopRun(
+            f"non-finite {', '.join(bad)} at step {global_step}: training diverged; "
+            "lower the learning rates or check the env's observations and rewards for NaN/inf"
+        )
 
 
 def to_env_actions(actions: torch.Tensor, space: gym.spaces.Box) -> np.ndarray:
@@ -447,6 +467,7 @@ def main(args: Args) -> dict:
     episode_returns, episode_lengths = np.zeros(args.num_envs), np.zeros(args.num_envs, dtype=int)
     recent_returns: deque[float] = deque(maxlen=10)
     global_step, updates, next_eval, last_eval, interrupted = 0, 0, args.eval_frequency, 0, False
+    metrics: dict[str, torch.Tensor] = {}
     actor_metrics: dict[str, torch.Tensor] = {}
     window_start, window_step, progress = time.perf_counter(), 0, Progress(args.total_timesteps)
     try:
@@ -458,6 +479,9 @@ def main(args: Args) -> dict:
                 with torch.no_grad():
                     obs_tensor = torch.as_tensor(obs, dtype=torch.float32, device=device)
                     actions = to_env_actions(explore(actor, obs_tensor, args), envs.action_space)
+                if not np.isfinite(actions).all():  # a diverged actor: name the losses that went first
+                    latest = {k: v.item() for k, v in (metrics | actor_metrics).items()}
+                    stop_if_non_finite(latest | {"actions": math.nan}, global_step)
             next_obs, rewards, terminations, truncations, infos = envs.step(actions)
             global_step += args.num_envs
 
@@ -494,12 +518,7 @@ def main(args: Args) -> dict:
                     sps = (global_step - window_step) / (time.perf_counter() - window_start)
                     writer.add_scalar("charts/SPS", sps, global_step)
                     window_start, window_step = time.perf_counter(), global_step
-                    bad = [name for name, value in values.items() if not math.isfinite(value)]
-                    if bad:
-                        raise StopRun(
-                            f"non-finite {', '.join(bad)} at step {global_step} (losses are checked every "
-                            f"{LOG_EVERY} updates); lower the learning rate or check the env for NaN/inf"
-                        )
+                    stop_if_non_finite(values, global_step)
                     recent = float(np.mean(recent_returns)) if recent_returns else None
                     progress(global_step, sps, recent, eval_returns[-1] if eval_returns else None)
 

@@ -1,0 +1,74 @@
+"""Tiny environments whose every transition a test can predict, registered under `tests.predictable_env:ID`.
+
+Predictable-v0: observation [env_seed, episode, t]; reward t + sum(action). Episode k of the env seeded s
+terminates after 3 steps when (s + k) % 3 == 0; every other episode is truncated by the 5-step time limit.
+The action Box is asymmetric and stepping outside it raises, so a test run also checks the bounds.
+"""
+
+import gymnasium as gym
+import numpy as np
+
+TIME_LIMIT = 5
+TERMINATE_AFTER = 3
+ACTION_LOW = np.array([-1.0, 0.0], dtype=np.float32)
+ACTION_HIGH = np.array([3.0, 0.5], dtype=np.float32)
+
+
+def terminates(env_seed: int, episode: int) -> bool:
+    return (env_seed + episode) % 3 == 0
+
+
+class PredictableEnv(gym.Env):
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
+    action_space = gym.spaces.Box(ACTION_LOW, ACTION_HIGH, dtype=np.float32)
+
+    def __init__(self):
+        self.env_seed, self.episode, self.t, self.total_steps = -1, -1, 0, 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        if seed is not None:
+            self.env_seed = seed
+        self.episode, self.t = self.episode + 1, 0
+        return self._obs(), {}
+
+    def step(self, action):
+        if not self.action_space.contains(action):
+            raise ValueError(f"action {action!r} is outside {self.action_space}")
+        reward = self.t + float(np.sum(action))
+        self.t += 1
+        self.total_steps += 1
+        return self._obs(), reward, terminates(self.env_seed, self.episode) and self.t == TERMINATE_AFTER, False, {}
+
+    def _obs(self):
+        return np.array([self.env_seed, self.episode, self.t], dtype=np.float32)
+
+
+class NanRewardEnv(PredictableEnv):
+    """Rewards turn into NaN after 100 steps, as a broken env would."""
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        return obs, (np.nan if self.total_steps > 100 else reward), terminated, truncated, info
+
+
+class InterruptingEnv(PredictableEnv):
+    """Raises KeyboardInterrupt at its 150th step, as Ctrl-C would."""
+
+    def step(self, action):
+        if self.total_steps == 150:
+            raise KeyboardInterrupt
+        return super().step(action)
+
+
+class UnboundedActionEnv(PredictableEnv):
+    action_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+
+
+for env_id, entry_point in [
+    ("Predictable-v0", PredictableEnv),
+    ("NanReward-v0", NanRewardEnv),
+    ("Interrupting-v0", InterruptingEnv),
+    ("UnboundedAction-v0", UnboundedActionEnv),
+]:
+    gym.register(id=env_id, entry_point=entry_point, max_episode_steps=TIME_LIMIT)

@@ -1,0 +1,227 @@
+"""Gradient flow and TD targets: each update changes exactly what it should, and nothing else."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch.distributions import Normal, TanhTransform, TransformedDistribution
+
+import sac_continuous as sac
+import td3_continuous as td3
+
+OBS_DIM, BATCH = 4, 32
+LOW, HIGH = np.array([-1.0, 0.0, -5.0], np.float32), np.array([3.0, 0.5, -2.0], np.float32)
+
+
+def make_batch(terminations: float = 0.0, seed: int = 0) -> td3.Batch:
+    g = torch.Generator().manual_seed(seed)
+    low, high = torch.as_tensor(LOW), torch.as_tensor(HIGH)
+    actions = low + (high - low) * torch.rand(BATCH, len(LOW), generator=g)
+    obs, next_obs = torch.randn(BATCH, OBS_DIM, generator=g), torch.randn(BATCH, OBS_DIM, generator=g)
+    rewards = torch.randn(BATCH, 1, generator=g)
+    return td3.Batch(obs, actions, rewards, next_obs, torch.full((BATCH, 1), terminations))
+
+
+def networks(module):
+    torch.manual_seed(0)
+    actor = module.Actor(OBS_DIM, LOW, HIGH)
+    qf = module.TwinQNetwork(OBS_DIM, len(LOW))
+    return actor, qf, copy.deepcopy(actor), copy.deepcopy(qf)
+
+
+class Snapshot:
+    """Remembers parameters, to ask afterwards which of them an update changed."""
+
+    def __init__(self, **tensors_or_modules):
+        self.before = {name: self._flat(x).clone() for name, x in tensors_or_modules.items()}
+        self.items = tensors_or_modules
+
+    @staticmethod
+    def _flat(x):
+        params = list(x.parameters()) if isinstance(x, torch.nn.Module) else [x]
+        return torch.cat([p.detach().flatten() for p in params])
+
+    def changed(self) -> set[str]:
+        return {name for name, x in self.items.items() if not torch.equal(self._flat(x), self.before[name])}
+
+    def with_gradients(self) -> set[str]:
+        """Which of them a backward pass reached (a gradient that was stopped leaves .grad as None)."""
+
+        def reached(x):
+            params = list(x.parameters()) if isinstance(x, torch.nn.Module) else [x]
+            return any(p.grad is not None for p in params)
+
+        return {name for name, x in self.items.items() if reached(x)}
+
+
+def test_twin_critic_is_two_independent_mlps():
+    qf = td3.TwinQNetwork(OBS_DIM, len(LOW))
+    obs, actions = torch.randn(BATCH, OBS_DIM), torch.randn(BATCH, len(LOW))
+    q = qf(obs, actions)
+    assert q.shape == (2, BATCH, 1)
+    for i in range(2):
+        layers = []
+        for w, b in zip(qf.weights, qf.biases, strict=True):
+            linear = torch.nn.Linear(*w.shape[1:])
+            linear.weight.data, linear.bias.data = w[i].T.detach().clone(), b[i, 0].detach().clone()
+            layers += [linear, torch.nn.ReLU()]
+        mlp = torch.nn.Sequential(*layers[:-1])
+        torch.testing.assert_close(q[i], mlp(torch.cat([obs, actions], dim=-1)))
+    torch.testing.assert_close(qf(obs, actions, critics=1)[0], q[0])
+    assert not torch.allclose(q[0], q[1]), "the two critics are initialised independently"
+
+
+# ----------------------------------------------------------------------------- TD3
+def td3_args(**flags):
+    return td3.Args(**({"gamma": 0.9, "policy_noise": 0.2, "noise_clip": 0.5} | flags))
+
+
+def test_td3_critic_step_changes_only_the_critics():
+    actor, qf, actor_target, qf_target = networks(td3)
+    snap = Snapshot(actor=actor, qf=qf, actor_target=actor_target, qf_target=qf_target)
+    optimizer = torch.optim.Adam(qf.parameters(), lr=1e-3)
+    metrics = td3.update_critic(make_batch(), actor_target, qf, qf_target, optimizer, td3_args())
+    assert snap.changed() == {"qf"}
+    assert snap.with_gradients() == {"qf"}, "the TD target is built under torch.no_grad()"
+    assert {"qf1_values", "qf2_values", "qf1_loss", "qf2_loss", "qf_loss"} <= metrics.keys()
+    assert all(not v.requires_grad for v in metrics.values()), "metrics are detached"
+
+
+def test_td3_actor_step_changes_only_the_actor():
+    actor, qf, actor_target, qf_target = networks(td3)
+    snap = Snapshot(actor=actor, qf=qf, actor_target=actor_target, qf_target=qf_target)
+    optimizer = torch.optim.Adam(actor.parameters(), lr=1e-3)
+    td3.update_actor(make_batch(), actor, qf, optimizer)
+    assert snap.changed() == {"actor"}
+    assert "actor_target" not in snap.with_gradients() and "qf_target" not in snap.with_gradients()
+
+
+def test_soft_update_moves_targets_by_tau():
+    _, qf, _, qf_target = networks(td3)
+    with torch.no_grad():
+        for p in qf.parameters():
+            p.add_(1.0)
+    before = [p.clone() for p in qf_target.parameters()]
+    td3.soft_update(qf_target, qf, tau=0.25)
+    for old, new, source in zip(before, qf_target.parameters(), qf.parameters(), strict=True):
+        torch.testing.assert_close(new, 0.75 * old + 0.25 * source)
+
+
+@pytest.mark.parametrize("done", [0.0, 1.0])
+def test_td3_target_is_clipped_double_q_masked_by_termination(done):
+    _, qf, actor_target, qf_target = networks(td3)
+    with torch.no_grad():  # make the target networks differ from the online ones
+        for p in [*qf_target.parameters(), *actor_target.parameters()]:
+            p.mul_(1.5)
+    batch, args = make_batch(terminations=done), td3_args(policy_noise=0.0)
+    loss, _ = td3.critic_loss(batch, actor_target, qf, qf_target, args)
+    with torch.no_grad():
+        next_q = qf_target(batch.next_obs, actor_target(batch.next_obs)).min(dim=0).values
+        target = batch.rewards + args.gamma * (1 - done) * next_q
+        expected = ((qf(batch.obs, batch.actions) - target) ** 2).mean(dim=(1, 2)).sum()
+    torch.testing.assert_close(loss, expected)
+
+
+# ----------------------------------------------------------------------------- SAC
+def sac_args(**flags):
+    return sac.Args(**({"gamma": 0.9} | flags))
+
+
+def test_sac_critic_step_changes_only_the_critics():
+    actor, qf, _, qf_target = networks(sac)
+    log_alpha = torch.zeros(1, requires_grad=True)
+    snap = Snapshot(actor=actor, qf=qf, qf_target=qf_target, log_alpha=log_alpha)
+    optimizer = torch.optim.Adam(qf.parameters(), lr=1e-3)
+    sac.update_critic(make_batch(), actor, qf, qf_target, optimizer, log_alpha.exp().detach(), sac_args())
+    assert snap.changed() == {"qf"}
+    assert snap.with_gradients() == {"qf"}, "the soft TD target is built under torch.no_grad()"
+
+
+def test_sac_actor_step_changes_only_the_actor():
+    actor, qf, _, qf_target = networks(sac)
+    log_alpha = torch.zeros(1, requires_grad=True)
+    snap = Snapshot(actor=actor, qf=qf, qf_target=qf_target, log_alpha=log_alpha)
+    optimizer = torch.optim.Adam(actor.parameters(), lr=1e-3)
+    metrics, log_prob = sac.update_actor(make_batch(), actor, qf, optimizer, log_alpha.exp().detach())
+    assert snap.changed() == {"actor"}
+    assert snap.with_gradients() == {"actor", "qf"}, "α is a constant in the actor loss; Q' is not used"
+    assert log_prob.shape == (BATCH, 1) and not log_prob.requires_grad
+    torch.testing.assert_close(metrics["entropy"], -log_prob.mean())
+
+
+@pytest.mark.parametrize("entropy_gap", [-3.0, 3.0])
+def test_sac_alpha_step_changes_only_alpha_in_the_right_direction(entropy_gap):
+    actor, qf, _, _ = networks(sac)
+    log_alpha = torch.zeros(1, requires_grad=True)
+    snap = Snapshot(actor=actor, qf=qf, log_alpha=log_alpha)
+    target_entropy = -float(len(LOW))
+    # log π = -(target entropy + gap): a positive gap means more entropy than the target, so α must fall
+    log_prob = torch.full((BATCH, 1), -(target_entropy + entropy_gap))
+    optimizer = torch.optim.Adam([log_alpha], lr=0.1)
+    sac.update_alpha(log_alpha, optimizer, log_prob, target_entropy)
+    assert snap.changed() == {"log_alpha"} and snap.with_gradients() == {"log_alpha"}
+    assert (log_alpha.item() < 0) == (entropy_gap > 0)
+
+
+@pytest.mark.parametrize("done", [0.0, 1.0])
+def test_sac_target_is_soft_clipped_double_q_masked_by_termination(done):
+    """Recomputes the soft TD target with torch.distributions' log-prob and the same random draw."""
+    actor, qf, _, qf_target = networks(sac)
+    batch, args, alpha = make_batch(terminations=done), sac_args(), torch.tensor([0.3])
+    torch.manual_seed(123)
+    loss, _ = sac.critic_loss(batch, actor, qf, qf_target, alpha, args)
+    with torch.no_grad():
+        mean, log_std = actor(batch.next_obs)
+        torch.manual_seed(123)
+        u = mean + log_std.exp() * torch.randn_like(mean)
+        tanh = TanhTransform(cache_size=1)
+        log_prob = TransformedDistribution(Normal(mean, log_std.exp()), [tanh]).log_prob(tanh(u)).sum(-1, keepdim=True)
+        next_actions = torch.tanh(u) * actor.action_scale + actor.action_bias
+        soft_value = qf_target(batch.next_obs, next_actions).min(dim=0).values - alpha * log_prob
+        target = batch.rewards + args.gamma * (1 - done) * soft_value
+        expected = ((qf(batch.obs, batch.actions) - target) ** 2).mean(dim=(1, 2)).sum()
+    torch.testing.assert_close(loss, expected)
+
+
+# ----------------------------------------------------------------------------- bounds
+def saturated(actor):
+    """Blow up the actor's output layer so its tanh saturates at ±1 in every dimension."""
+    last = [m for m in actor.modules() if isinstance(m, torch.nn.Linear)]
+    with torch.no_grad():
+        for layer in last[-2:]:
+            layer.weight.mul_(1e4)
+    return actor
+
+
+def test_actions_stay_inside_an_asymmetric_box():
+    obs = torch.randn(4096, OBS_DIM) * 10
+    low, high = torch.as_tensor(LOW), torch.as_tensor(HIGH)
+    space = td3.gym.spaces.Box(LOW, HIGH, dtype=np.float32)
+    td3_actor, sac_actor = saturated(td3.Actor(OBS_DIM, LOW, HIGH)), saturated(sac.Actor(OBS_DIM, LOW, HIGH))
+    with torch.no_grad():
+        candidates = {
+            "td3 actor": td3_actor(obs),
+            "td3 target smoothing": td3.target_actions(td3_actor, obs, td3_args(policy_noise=5.0)),
+            "sac sample": sac_actor.sample(obs)[0],
+            "sac mean": sac_actor.deterministic(obs),
+        }
+        for name, actions in candidates.items():
+            assert ((actions >= low - 1e-6) & (actions <= high + 1e-6)).all(), name
+            assert (actions.amax(0) > high - 1e-3).all() and (actions.amin(0) < low + 1e-3).all(), name
+        explored = td3.to_env_actions(td3.explore(td3_actor, obs, td3_args(exploration_noise=1.0)), space)
+    assert explored.dtype == np.float32 and ((explored >= LOW) & (explored <= HIGH)).all()
+
+
+def test_td3_noise_is_scaled_per_dimension():
+    """Exploration std and the smoothing clip are fractions of each dimension's own half-range."""
+    actor = td3.Actor(OBS_DIM, LOW, HIGH)
+    with torch.no_grad():
+        actor.net[-1].weight.zero_()
+        actor.net[-1].bias.zero_()  # μ(s) = the Box's centre, so no bound clamp interferes
+        obs = torch.randn(200_000, OBS_DIM)
+        centre, half_range = actor.action_bias, actor.action_scale
+        noise = td3.explore(actor, obs, td3_args(exploration_noise=0.1)) - centre
+        torch.testing.assert_close(noise.std(0), 0.1 * half_range, rtol=0.02, atol=0)
+        smoothing = td3.target_actions(actor, obs, td3_args(policy_noise=10.0, noise_clip=0.3)) - centre
+        torch.testing.assert_close(smoothing.abs().amax(0), 0.3 * half_range)
