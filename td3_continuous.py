@@ -22,6 +22,7 @@ import itertools
 import math
 import os
 import random
+import signal
 import sys
 import time
 from collections import deque
@@ -384,8 +385,12 @@ def evaluate_checkpoint(args: Args, device: torch.device) -> dict:
     env_id = checkpoint["args"]["env_id"]
     video_folder = f"videos/{Path(args.checkpoint).parent.name}-eval" if args.capture_video else None
     env = make_eval_env(env_id, args.eval_episodes, video_folder)
-    if env.observation_space.shape[0] != checkpoint["spaces"]["obs_dim"]:
-        raise StopRun(f"{env_id} observations no longer match the checkpoint's")
+    spaces = checkpoint["spaces"]
+    same_bounds = np.allclose(env.action_space.low, spaces["action_low"]) and np.allclose(
+        env.action_space.high, spaces["action_high"]
+    )
+    if env.observation_space.shape != (spaces["obs_dim"],) or not same_bounds:
+        raise StopRun(f"{env_id} no longer has the observation and action spaces the checkpoint was trained on")
     returns = evaluate(actor, env, args.eval_episodes, args.seed + EVAL_SEED_OFFSET, device)
     env.close()
     print(
@@ -550,7 +555,9 @@ def main(args: Args) -> dict:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` or a batch system's stop acts like Ctrl-C
     try:
-        main(tyro.cli(Args))
+        result = main(tyro.cli(Args))
     except StopRun as err:
         sys.exit(f"error: {err}")
+    sys.exit(130 if result.get("interrupted") else 0)  # scripts can tell an interrupted run from a finished one
