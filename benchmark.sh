@@ -31,10 +31,10 @@ for run_dir in sorted(glob.glob("runs/*__bench_*")):
     if "eval/episodic_return" not in tags:
         continue
     evals = events.Scalars("eval/episodic_return")
-    sps = [e for e in events.Scalars("charts/SPS")] if "charts/SPS" in tags else []
     last = evals[-1].step
-    steady = [e.value for e in sps if e.step > 0.1 * last]
-    print(f"| {run_dir.split('runs/')[1]} | {last} | {evals[-1].value:.1f} | {statistics.median(steady):.0f} |")
+    steady = [e.value for e in events.Scalars("charts/SPS") if e.step > 0.1 * last] if "charts/SPS" in tags else []
+    speed = f"{statistics.median(steady):.0f}" if steady else "n/a"
+    print(f"| {run_dir.split('runs/')[1]} | {last} | {evals[-1].value:.1f} | {speed} |")
 PY
 }
 

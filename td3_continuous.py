@@ -44,7 +44,7 @@ RENDERING_HELP = (
     "headless MuJoCo renders with MUJOCO_GL=egl (needs libEGL, e.g. Debian's libegl1) or MUJOCO_GL=osmesa "
     "(needs libOSMesa); videos also need moviepy (in requirements.txt)"
 )
-LOG_EVERY = 100  # vector steps between metric logs (the only time losses are read)
+LOG_EVERY = 100  # gradient updates between metric logs (the only time losses are read)
 
 
 @dataclass
@@ -511,6 +511,8 @@ def main(args: Args) -> dict:
                 batch = rb.sample(args.batch_size)
                 metrics = update_critic(batch, actor_target, qf, qf_target, q_optimizer, args)
                 updates += 1
+                if updates == 1:  # steps/s measures training, not the faster random warm-up
+                    window_start, window_step = time.perf_counter(), global_step
                 if updates % args.policy_frequency == 0:
                     actor_metrics = update_actor(batch, actor, qf, actor_optimizer)
                     soft_update(qf_target, qf, args.tau)
