@@ -72,6 +72,8 @@ class Args:
     """record the first episode of every evaluation to videos/<run_name>/ (headless MuJoCo: MUJOCO_GL=egl)"""
     save_model: bool = False
     """save a checkpoint to runs/<run_name>/<exp_name>.pt at every evaluation, at the end and on Ctrl-C"""
+    run_name: str | None = None
+    """folder under runs/ (and videos/) for this run; default <env>__<exp_name>__<seed>__<unix time>"""
     checkpoint: str | None = None
     """evaluate this saved checkpoint (uses --eval-episodes, --seed, --capture-video) instead of training"""
 
@@ -129,6 +131,10 @@ def validate_args(args: Args) -> None:
         (args.policy_frequency >= 1, "--policy-frequency (d) must be at least 1"),
         (args.eval_frequency > 0, "--eval-frequency must be positive"),
         (args.eval_episodes > 0, "--eval-episodes must be positive"),
+        (
+            args.run_name is None or (args.run_name.strip("/") and ".." not in Path(args.run_name).parts),
+            f"--run-name must be a relative folder name without '..' (got {args.run_name!r})",
+        ),
     ]
     for ok, message in checks:
         if not ok:
@@ -434,7 +440,9 @@ def main(args: Args) -> dict:
         return evaluate_checkpoint(args, device)
 
     envs = make_vector_env(args)
-    run_name = f"{args.env_id.replace(':', '-').replace('/', '-')}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    env_name = args.env_id.replace(":", "-").replace("/", "-")
+    default_name = f"{env_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_name = args.run_name or default_name
     video_folder = f"videos/{run_name}" if args.capture_video else None
     eval_env = make_eval_env(args.env_id, args.eval_episodes, video_folder)
     action_space = envs.single_action_space
