@@ -1,50 +1,90 @@
 #!/usr/bin/env bash
-# Reproduces the numbers quoted in the README, one run at a time (two PyTorch processes on a 2-core
-# machine slow each other down badly, so runs are never overlapped).
-#
-#   bash benchmark.sh pendulum   # TD3 and SAC on Pendulum-v1, seeds 1 2 3, 20k steps each   (~12 min on 2 cores)
-#   bash benchmark.sh hopper     # TD3 and SAC on Hopper-v5, seed 1, 100k steps each         (~25 min on 2 cores)
-#   bash benchmark.sh summary    # the table of what is under runs/benchmark/
-#
-# Runs are written to runs/<env>__bench_<algo>__<seed>__<time>/; PYTHON defaults to .venv/bin/python.
+# Benchmarks TD3 and SAC: a grid of algorithms × env ids × seeds, run on this machine (--workers at a time) or
+# submitted as a Slurm job array, then one table and one figure per grid. benchmarks/grid.py decides which
+# runs to make, with which commands and folders, and which are already done; this script only runs the pool.
 set -euo pipefail
+
+usage() {
+  cat <<'EOF'
+usage: bash benchmark.sh COMMAND [options]
+
+commands:
+  quick [options]     Pendulum-v1 and InvertedPendulum-v5 (20k steps), Hopper-v5 (50k steps);
+                      td3 and sac, seeds 1 2 3 (about an hour on a 2-core laptop)
+  full [options]      HalfCheetah, Hopper, Walker2d, Ant and Humanoid v5 at 1M steps; td3 and sac, seeds 1-5
+  grid --algos "td3 sac" --envs "Hopper-v5 ..." --seeds "1 2 3" --steps N [--flags "..."] [options]
+                      your own grid; --flags are added to every run's command
+  aggregate runs/grid/NAME [--out DIR]
+                      results.md (final eval return per env and algorithm: mean ± std over seeds, IQM with a
+                      95% bootstrap CI, each seed) and curves.png (learning curves), into DIR (default: NAME's folder)
+  speed [args]        training-speed measurements (benchmarks/speed.py)
+
+options of quick, full and grid:
+  --workers N         runs in parallel on this machine (default 1); each gets max(1, cores / N) torch threads
+  --name NAME         the grid's folder runs/grid/NAME/ (default: quick, full, or custom for grid)
+  --dry-run           print the commands, finished runs marked as skipped, and do nothing else
+  --slurm             write a Slurm job array (one task per unfinished run) to runs/grid/NAME/slurm/job.sh and
+                      submit it with sbatch; with --dry-run, print the script and the sbatch command instead
+      --partition P  --account A  --time D-HH:MM:SS (24:00:00)  --cpus-per-task N (2)  --mem M (8G)
+      --gpus N (0)   --max-parallel K (at most K array tasks at once)
+
+Each run lives in runs/grid/NAME/<env>/<algo>/seed<k>/: its TensorBoard logs, train.log (its output) and DONE
+once it finished (the command, start and end time, wall seconds). The same command again skips finished runs
+and restarts unfinished ones from scratch, so an interrupted benchmark resumes. A failed run does not stop the
+others; the exit status is 1 if any run failed, 130 after Ctrl-C. Submit a Slurm grid again only once its
+earlier array has ended. PYTHON (default .venv/bin/python if it exists, else python3) runs everything.
+EOF
+}
+
 cd "$(dirname "$0")"
-PYTHON=${PYTHON:-.venv/bin/python}
+if [[ -z ${PYTHON:-} ]]; then
+  if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
 
-run() {  # run ALGO ENV SEED STEPS [FLAGS...]
-  local algo=$1 env=$2 seed=$3 steps=$4
-  shift 4
-  echo "== $algo $env seed $seed, $steps steps: $(date -u +%FT%TZ)"
-  "$PYTHON" "${algo}_continuous.py" --env-id "$env" --seed "$seed" --total-timesteps "$steps" \
-    --exp-name "bench_${algo}" --no-cuda "$@"
+run_grid() {  # run_grid quick|full|grid [options]: the runs of the plan on this machine, --workers at a time
+  local out plan count workers i
+  out=$("$PYTHON" -m benchmarks.grid prepare --python "$PYTHON" "$@")
+  read -r plan count workers <<<"$out"
+  trap 'stop_workers "$plan"' INT TERM
+  for ((i = 0; i < count; i++)); do
+    while (($(jobs -pr | wc -l) >= workers)); do sleep 1; done  # polling, not `wait -n`: macOS ships bash 3.2
+    "$PYTHON" -m benchmarks.grid run "$plan" "$i" &
+  done
+  wait
+  trap - INT TERM
+  "$PYTHON" -m benchmarks.grid summary "$plan"
 }
 
-summary() {
-  "$PYTHON" - <<'PY'
-import glob, statistics
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-print("| run | steps | final eval return | steady steps/s (median of logged SPS after the first 10%) |")
-print("|---|---|---|---|")
-for run_dir in sorted(glob.glob("runs/*__bench_*")):
-    events = EventAccumulator(run_dir, size_guidance={"scalars": 0}); events.Reload()
-    tags = events.Tags()["scalars"]
-    if "eval/episodic_return" not in tags:
-        continue
-    evals = events.Scalars("eval/episodic_return")
-    last = evals[-1].step
-    steady = [e.value for e in events.Scalars("charts/SPS") if e.step > 0.1 * last] if "charts/SPS" in tags else []
-    speed = f"{statistics.median(steady):.0f}" if steady else "n/a"
-    print(f"| {run_dir.split('runs/')[1]} | {last} | {evals[-1].value:.1f} | {speed} |")
-PY
+stop_workers() {  # Ctrl-C or SIGTERM: each worker passes one SIGTERM to its run and waits for it to end
+  trap '' INT TERM
+  echo "benchmark.sh: stopping the runs in progress" >&2
+  local pids
+  pids=$(jobs -pr)
+  [[ -z $pids ]] || kill -TERM $pids 2>/dev/null || true
+  wait || true
+  "$PYTHON" -m benchmarks.grid summary "$1" || true
+  exit 130
 }
 
-case "${1:-}" in
-  pendulum)
-    for seed in 1 2 3; do
-      for algo in td3 sac; do run "$algo" Pendulum-v1 "$seed" 20000 --learning-starts 1000 --eval-frequency 5000; done
-    done ;;
-  hopper)
-    for algo in td3 sac; do run "$algo" Hopper-v5 1 100000 --eval-frequency 10000; done ;;
-  summary) summary ;;
-  *) echo "usage: bash benchmark.sh {pendulum|hopper|summary}" >&2; exit 2 ;;
+command=${1:-}
+[[ $# -eq 0 ]] || shift
+case $command in
+  quick | full | grid)
+    mode=run
+    for arg in "$@"; do
+      case $arg in
+        --slurm) mode=submit ;;
+        --dry-run) [[ $mode == submit ]] || mode=list ;;
+        -h | --help) usage; exit 0 ;;
+      esac
+    done
+    case $mode in
+      run) run_grid "$command" "$@" ;;
+      *) exec "$PYTHON" -m benchmarks.grid "$mode" --python "$PYTHON" "$command" "$@" ;;
+    esac ;;
+  aggregate) exec "$PYTHON" -m benchmarks.aggregate "$@" ;;
+  speed) exec "$PYTHON" benchmarks/speed.py "$@" ;;
+  -h | --help) usage ;;
+  "") usage >&2; exit 2 ;;
+  *) echo "benchmark.sh: unknown command '$command' (see bash benchmark.sh --help)" >&2; exit 2 ;;
 esac

@@ -110,6 +110,10 @@ class Args:
     # Speed
     host_buffer: bool = False
     """keep the replay buffer in host memory (for large observations) instead of on the training device"""
+    compile: bool = False
+    """torch.compile the updates and the acting policy (pays off on a GPU; on our 2-core CPU it is slower)"""
+    cudagraphs: bool = False
+    """capture every update and the acting policy as CUDA graphs and replay them (GPU only; best with --compile)"""
 
 
 class StopRun(Exception):
@@ -138,6 +142,10 @@ def validate_args(args: Args) -> None:
         (args.target_network_frequency >= 1, "--target-network-frequency must be at least 1"),
         (args.eval_frequency > 0, "--eval-frequency must be positive"),
         (args.eval_episodes > 0, "--eval-episodes must be positive"),
+        (
+            not args.cudagraphs or (args.cuda and torch.cuda.is_available()),
+            "--cudagraphs needs a CUDA GPU (and no --no-cuda); use --compile alone on the CPU",
+        ),
         (
             args.run_name is None or (args.run_name.strip("/") and ".." not in Path(args.run_name).parts),
             f"--run-name must be a relative folder name without '..' (got {args.run_name!r})",
@@ -220,27 +228,32 @@ class Batch(NamedTuple):
 
 
 class ReplayBuffer:
-    """Ring buffer of preallocated float32 tensors: O(1) add of N transitions, uniform sampling."""
+    """Ring buffer of preallocated float32 tensors: O(1) add of N transitions, uniform sampling.
+
+    A transition is one row [obs | action | reward | next_obs | terminated] of a single [capacity, 2O+A+2]
+    tensor (PERF: one copy per add and one gather per sample); `data` holds column views of it by name."""
 
     def __init__(self, capacity: int, obs_dim: int, act_dim: int, device: torch.device, storage: torch.device):
         self.capacity, self.device, self.storage = capacity, device, storage
         self.pos, self.size = 0, 0
-        widths = {"obs": obs_dim, "actions": act_dim, "rewards": 1, "next_obs": obs_dim, "terminations": 1}
-        self.data = {k: torch.zeros(capacity, w, dtype=torch.float32, device=storage) for k, w in widths.items()}
+        self.widths = [obs_dim, act_dim, 1, obs_dim, 1]  # in Batch._fields order
+        self.rows = torch.zeros(capacity, sum(self.widths), dtype=torch.float32, device=storage)
+        self.data = dict(zip(Batch._fields, self.rows.split(self.widths, dim=1), strict=True))
 
     def add(self, obs, actions, rewards, next_obs, terminations) -> None:
         """Store N transitions given as arrays [N, O], [N, A], [N], [N, O], [N]."""
         n = len(obs)
+        columns = (obs, actions, rewards, next_obs, terminations)
+        rows = np.concatenate([np.asarray(c, dtype=np.float32).reshape(n, -1) for c in columns], axis=1)
         idx = torch.arange(self.pos, self.pos + n, device=self.storage) % self.capacity
-        for key, array in zip(Batch._fields, (obs, actions, rewards, next_obs, terminations), strict=True):
-            values = torch.as_tensor(np.asarray(array, dtype=np.float32), device=self.storage)
-            self.data[key][idx] = values.reshape(n, -1)
+        self.rows[idx] = torch.as_tensor(rows, device=self.storage)
         self.pos = (self.pos + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
 
     def sample(self, batch_size: int) -> Batch:
         idx = torch.randint(self.size, (batch_size,), device=self.storage)
-        return Batch(*(self.data[k][idx].to(self.device, non_blocking=True) for k in Batch._fields))
+        rows = self.rows[idx].to(self.device, non_blocking=True)
+        return Batch(*rows.split(self.widths, dim=1))
 
 
 # ----------------------------------------------------------------------------- networks
@@ -261,10 +274,13 @@ class TwinQNetwork(nn.Module):
             self.weights.append(nn.Parameter(torch.empty(2, fan_in, fan_out).uniform_(-bound, bound)))
             self.biases.append(nn.Parameter(torch.empty(2, 1, fan_out).uniform_(-bound, bound)))
 
-    def forward(self, obs: torch.Tensor, actions: torch.Tensor, critics: int = 2) -> torch.Tensor:
-        """Q-values of the first `critics` critics: [critics, B, 1]."""
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor, critics: int = 2, frozen: bool = False) -> torch.Tensor:
+        """Q-values of the first `critics` critics: [critics, B, 1]. With frozen=True the weights act as
+        constants: gradients still reach obs and actions, but no weight gradients are computed."""
         x = torch.cat([obs, actions], dim=-1).expand(critics, -1, -1)  # [critics, B, O + A]
-        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+        for i, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
+            # PERF: the actor step needs dQ/da only; frozen weights skip dQ/dθ, a third of its matmul work
+            w, b = (weight.detach(), bias.detach()) if frozen else (weight, bias)
             x = torch.baddbmm(b[:critics], x, w[:critics])
             if i < len(self.weights) - 1:
                 x = F.relu(x)
@@ -347,10 +363,10 @@ def critic_loss(
 
 def actor_loss(batch: Batch, actor: Actor, qf: TwinQNetwork, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Policy loss E[α log π(a|s) - min_i Q_i(s, a)] with a reparameterised a ~ π(·|s). Gradients flow
-    through a into the actor, also via the critics; only the actor's optimizer steps, so the critics are
-    not changed. α is a constant here. Returns the loss and log π [B, 1], detached for the α loss."""
+    through a into the actor, also via the frozen critics: their weights get no gradient and do not
+    change. α is a constant here. Returns the loss and log π [B, 1], detached for the α loss."""
     actions, log_prob = actor.sample(batch.obs)
-    min_q = qf(batch.obs, actions).min(dim=0).values  # [B, 1]
+    min_q = qf(batch.obs, actions, frozen=True).min(dim=0).values  # [B, 1]
     return (alpha * log_prob - min_q).mean(), log_prob.detach()
 
 
@@ -389,6 +405,50 @@ def update_alpha(log_alpha, alpha_optimizer, log_prob, target_entropy) -> dict[s
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     """θ' ← τ θ + (1 - τ) θ', which is θ'.lerp_(θ, τ) for every parameter."""
     torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)  # PERF: one fused op
+
+
+# ----------------------------------------------------------------------------- speed: compiled and graphed steps
+class CudaGraphed:
+    """Calls fn(*tensors) by replaying one captured CUDA graph: all its kernels, forward, backward and
+    optimizer step, are launched at once instead of one by one from Python. The first WARMUP calls run
+    eagerly on a side stream (real updates; they also compile and allocate the optimizer state that the
+    graph then updates in place); the next call captures the graph, and each call from then on copies
+    its inputs into the graph's static tensors and replays it. The outputs are overwritten on every call."""
+
+    WARMUP = 3
+
+    def __init__(self, fn):
+        self.fn, self.calls, self.graph = fn, 0, None
+
+    def __call__(self, *inputs: torch.Tensor):
+        self.calls += 1
+        if self.calls <= self.WARMUP:
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                outputs = self.fn(*inputs)
+            torch.cuda.current_stream().wait_stream(stream)
+            return outputs
+        if self.graph is None:
+            self.inputs = [x.clone() for x in inputs]
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):  # records the kernels without running them
+                self.outputs = self.fn(*self.inputs)
+        for static, x in zip(self.inputs, inputs, strict=True):
+            static.copy_(x)
+        self.graph.replay()
+        return self.outputs
+
+
+def speed_up(args: Args):
+    """Decorator: the function as it is (the eager reference), compiled (--compile), or replayed as a
+    CUDA graph (--cudagraphs). The results are the same; tests/test_speed.py checks it."""
+
+    def wrap(fn):
+        fn = torch.compile(fn) if args.compile else fn
+        return CudaGraphed(fn) if args.cudagraphs else fn
+
+    return wrap
 
 
 # ----------------------------------------------------------------------------- evaluation and checkpoints
@@ -497,13 +557,15 @@ def main(args: Args) -> dict:
     actor = Actor(obs_dim, action_space.low, action_space.high).to(device)
     qf = TwinQNetwork(obs_dim, act_dim).to(device)
     qf_target = copy.deepcopy(qf)
-    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.policy_lr)
-    q_optimizer = torch.optim.Adam(qf.parameters(), lr=args.q_lr)
+    # PERF: fused Adam, one kernel per step (capturable: the step count stays on the GPU, for CUDA graphs)
+    adam = {"fused": True, "capturable": args.cudagraphs}
+    actor_optimizer = torch.optim.Adam(actor.parameters(), lr=args.policy_lr, **adam)
+    q_optimizer = torch.optim.Adam(qf.parameters(), lr=args.q_lr, **adam)
     # Temperature α = exp(log α): learned from α = 1 with --autotune, else fixed at --alpha
     target_entropy = -float(act_dim)  # H̄ = -|A|, for log π of the squashed action
     log_alpha = torch.tensor([1.0 if args.autotune else args.alpha], device=device).log()
     log_alpha.requires_grad_(args.autotune)
-    alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.q_lr) if args.autotune else None
+    alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.q_lr, **adam) if args.autotune else None
     alpha = log_alpha.exp().detach()
     storage = torch.device("cpu") if args.host_buffer else device
     rb = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device, storage)
@@ -527,6 +589,23 @@ def main(args: Args) -> dict:
         writer.add_scalar("eval/episodic_return", eval_returns[-1], global_step)
         writer.add_scalar("eval/episodic_return_std", float(np.std(returns)), global_step)
 
+    # The per-step work as functions of tensors only, so that --compile and --cudagraphs can wrap them
+    @speed_up(args)
+    def act(obs: torch.Tensor) -> torch.Tensor:
+        return explore(actor, obs, args)
+
+    @speed_up(args)
+    def critic_step(alpha: torch.Tensor, *batch: torch.Tensor) -> dict[str, torch.Tensor]:
+        return update_critic(Batch(*batch), actor, qf, qf_target, q_optimizer, alpha, args)
+
+    @speed_up(args)
+    def actor_step(alpha: torch.Tensor, *batch: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        return update_actor(Batch(*batch), actor, qf, actor_optimizer, alpha)
+
+    @speed_up(args)
+    def alpha_step(log_prob: torch.Tensor) -> dict[str, torch.Tensor]:
+        return update_alpha(log_alpha, alpha_optimizer, log_prob, target_entropy)
+
     obs, _ = envs.reset(seed=args.seed)
     envs.action_space.seed(args.seed)
     episode_returns, episode_lengths = np.zeros(args.num_envs), np.zeros(args.num_envs, dtype=int)
@@ -543,7 +622,7 @@ def main(args: Args) -> dict:
             else:
                 with torch.no_grad():
                     obs_tensor = torch.as_tensor(obs, dtype=torch.float32, device=device)
-                    actions = to_env_actions(explore(actor, obs_tensor, args), envs.action_space)
+                    actions = to_env_actions(act(obs_tensor), envs.action_space)
                 if not np.isfinite(actions).all():  # a diverged actor: name the losses that went first
                     latest = {k: v.item() for k, v in (metrics | actor_metrics).items()}
                     stop_if_non_finite(latest | {"actions": math.nan}, global_step)
@@ -569,16 +648,16 @@ def main(args: Args) -> dict:
             # Learn (1812.05905 Algorithm 1): critics, then actor, then temperature, then target critics
             if global_step >= args.learning_starts:
                 batch = rb.sample(args.batch_size)
-                metrics = update_critic(batch, actor, qf, qf_target, q_optimizer, alpha, args)
+                metrics = critic_step(alpha, *batch)
                 updates += 1
                 if updates == 1:  # steps/s measures training, not the faster random warm-up
                     window_start, window_step = time.perf_counter(), global_step
                 if updates % args.policy_frequency == 0:
-                    actor_metrics, log_prob = update_actor(batch, actor, qf, actor_optimizer, alpha)
+                    actor_metrics, log_prob = actor_step(alpha, *batch)
                     if args.autotune:
-                        actor_metrics |= update_alpha(log_alpha, alpha_optimizer, log_prob, target_entropy)
+                        actor_metrics = actor_metrics | alpha_step(log_prob)  # a new dict: the step's own is reused
                         alpha = log_alpha.exp().detach()
-                    actor_metrics["alpha"] = alpha[0]
+                    actor_metrics = actor_metrics | {"alpha": alpha[0]}
                 if updates % args.target_network_frequency == 0:
                     soft_update(qf_target, qf, args.tau)
 

@@ -1,15 +1,18 @@
 """A fixed-seed run of each algorithm solves Pendulum-v1 within the issue's budget of 20,000 steps.
 
 Pendulum-v1 returns lie in about [-1600, 0]; a deterministic evaluation return of -250 or more over
-10 episodes means the pendulum is swung up and held. About 1 to 2 minutes per algorithm on 2 CPU cores.
+10 episodes means the pendulum is swung up and held. About 1 to 2 minutes per algorithm and mode on 2 CPU cores; the compiled mode (--compile) is checked too.
 """
 
 import numpy as np
+import pytest
 
 
-def test_solves_pendulum(algo, train):
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
+def test_solves_pendulum(algo, train, compile):
     result = train(
         algo,
+        compile=compile,
         env_id="Pendulum-v1",
         seed=1,
         total_timesteps=15_000,

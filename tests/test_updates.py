@@ -94,7 +94,18 @@ def test_td3_actor_step_changes_only_the_actor():
     optimizer = torch.optim.Adam(actor.parameters(), lr=1e-3)
     td3.update_actor(make_batch(), actor, qf, optimizer)
     assert snap.changed() == {"actor"}
-    assert "actor_target" not in snap.with_gradients() and "qf_target" not in snap.with_gradients()
+    assert snap.with_gradients() == {"actor"}, "the critic is frozen in the actor step; targets are not used"
+
+
+def test_frozen_critic_passes_the_same_action_gradient(algo):
+    """frozen=True skips the critics' weight gradients but must not change dQ/da, which drives the actor."""
+    _, qf, _, _ = networks(algo)
+    obs, actions = make_batch().obs, make_batch().actions.requires_grad_(True)
+    (grad_full,) = torch.autograd.grad(qf(obs, actions).sum(), actions)
+    (grad_frozen,) = torch.autograd.grad(qf(obs, actions, frozen=True).sum(), actions)
+    torch.testing.assert_close(grad_frozen, grad_full, rtol=0, atol=0)
+    qf(obs, actions, frozen=True).sum().backward()
+    assert all(p.grad is None for p in qf.parameters())
 
 
 def test_soft_update_moves_targets_by_tau():
@@ -145,7 +156,7 @@ def test_sac_actor_step_changes_only_the_actor():
     optimizer = torch.optim.Adam(actor.parameters(), lr=1e-3)
     metrics, log_prob = sac.update_actor(make_batch(), actor, qf, optimizer, log_alpha.exp().detach())
     assert snap.changed() == {"actor"}
-    assert snap.with_gradients() == {"actor", "qf"}, "α is a constant in the actor loss; Q' is not used"
+    assert snap.with_gradients() == {"actor"}, "critics frozen, α a constant in the actor loss, Q' not used"
     assert log_prob.shape == (BATCH, 1) and not log_prob.requires_grad
     torch.testing.assert_close(metrics["entropy"], -log_prob.mean())
 

@@ -1,0 +1,467 @@
+"""The benchmark grid: which runs a preset or a custom grid makes, their folders and commands, and resume.
+
+`bash benchmark.sh` calls this module for every decision; bash itself only runs the pool of workers.
+
+    python -m benchmarks.grid list quick                # --dry-run: the commands, finished runs marked skipped
+    python -m benchmarks.grid prepare grid --algos td3 --envs Pendulum-v1 --seeds 1 2 --steps 20000
+    python -m benchmarks.grid run runs/grid/custom/plan.json 0    # one run of the plan (a local worker)
+    python -m benchmarks.grid summary runs/grid/custom/plan.json  # ran / skipped / failed, status 1 if any failed
+    python -m benchmarks.grid submit full --slurm --partition gpu [--dry-run]    # a Slurm job array
+    python -m benchmarks.grid exec RUN_DIR -- COMMAND...          # one run (a Slurm array task)
+
+Every run lives in runs/grid/<name>/<env>/<algo>/seed<k>/: its TensorBoard logs, train.log (its stdout and
+stderr) and, once it exited 0, a DONE marker (JSON: the command, start and end in UTC, wall seconds, host).
+A run with DONE is skipped. A folder without DONE is what an interrupted or failed run left behind: it is
+deleted just before the run starts again from scratch.
+"""
+
+import argparse
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+ALGORITHMS = ("td3", "sac")  # run as <algo>_continuous.py
+DONE = "DONE"
+LOG = "train.log"
+RUNS = Path("runs")  # relative to the repository root, where benchmark.sh runs everything
+
+
+@dataclass(frozen=True)
+class Preset:
+    algos: tuple[str, ...]
+    seeds: tuple[int, ...]
+    envs: tuple[tuple[str, int, str], ...]  # (env id, total timesteps, flags for every run of this env)
+
+
+# The presets, one row per env. quick is sized for about an hour on a 2-core laptop, one run at a time (short
+# warm-ups so that learning shows within the budget); full is the papers' MuJoCo protocol at 1M steps.
+# fmt: off
+PRESETS = {
+    "quick": Preset(algos=("td3", "sac"), seeds=(1, 2, 3), envs=(
+        ("Pendulum-v1",            20_000, "--learning-starts 1000 --eval-frequency 2000"),
+        ("InvertedPendulum-v5",    20_000, "--learning-starts 1000 --eval-frequency 2000"),
+        ("Hopper-v5",              50_000, "--learning-starts 5000 --eval-frequency 5000"),
+    )),
+    "full": Preset(algos=("td3", "sac"), seeds=(1, 2, 3, 4, 5), envs=(
+        ("HalfCheetah-v5",      1_000_000, "--eval-frequency 10000"),
+        ("Hopper-v5",           1_000_000, "--eval-frequency 10000"),
+        ("Walker2d-v5",         1_000_000, "--eval-frequency 10000"),
+        ("Ant-v5",              1_000_000, "--eval-frequency 10000"),
+        ("Humanoid-v5",         1_000_000, "--eval-frequency 10000"),
+    )),
+}
+# fmt: on
+GRID_SETS = ("--env-id", "--seed", "--total-timesteps", "--run-name", "--checkpoint")  # not allowed in --flags
+SLURM_DEFAULTS = {"time": "24:00:00", "cpus_per_task": 2, "mem": "8G", "gpus": 0}
+
+
+class GridError(Exception):
+    """Bad input: reported as one line, before anything runs."""
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run of a grid."""
+
+    grid: str
+    algo: str
+    env_id: str
+    seed: int
+    steps: int
+    flags: tuple[str, ...] = ()
+
+    @property
+    def run_name(self) -> str:
+        """The scripts' --run-name: they log to runs/<run_name>/."""
+        return f"grid/{self.grid}/{self.env_id}/{self.algo}/seed{self.seed}"
+
+    @property
+    def run_dir(self) -> Path:
+        return RUNS / self.run_name
+
+    def command(self, python: str) -> list[str]:
+        script = f"{self.algo}_continuous.py"
+        return [python, script, "--env-id", self.env_id, "--seed", str(self.seed),
+                "--total-timesteps", str(self.steps), *self.flags, "--run-name", self.run_name]  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- building and checking a grid
+
+
+def expand(name: str, algos, env_rows, seeds) -> list[RunSpec]:
+    """All runs, env by env, then seed, then algorithm: an interrupted grid has whole envs done first."""
+    return [RunSpec(name, algo, env_id, seed, steps, tuple(shlex.split(flags)))
+            for env_id, steps, flags in env_rows for seed in seeds for algo in algos]  # fmt: skip
+
+
+def words(values: list[str] | None) -> list[str]:
+    """`--seeds 1 2 3`, `--seeds "1 2 3"` and `--seeds 1,2,3` all mean the same."""
+    return [w for v in values or [] for w in v.replace(",", " ").split()]
+
+
+def check_env_ids(env_ids: list[str]) -> None:
+    """Catch typos before a grid starts; `module:EnvId` is imported by the run itself, so it is not checked."""
+    import gymnasium  # noqa: PLC0415 (only the commands that build a grid need it)
+
+    for env_id in env_ids:
+        if "/" in env_id:  # a namespaced id (ALE/Pong-v5) would add a folder level to the grid's layout
+            raise GridError(f"env id {env_id!r} cannot name a run folder (no '/'); register an alias for it")
+        if ":" not in env_id and env_id not in gymnasium.registry:
+            raise GridError(f"unknown env id {env_id!r} (not registered in Gymnasium; use module:EnvId for your own)")
+
+
+def build_grid(args: argparse.Namespace) -> list[RunSpec]:
+    """The runs that `quick`, `full` or `grid --algos ... --envs ... --seeds ... --steps N` stand for."""
+    custom = {"--algos": args.algos, "--envs": args.envs, "--seeds": args.seeds, "--steps": args.steps}
+    if args.preset in PRESETS:
+        given = [flag for flag, value in {**custom, "--flags": args.flags}.items() if value is not None]
+        if given:
+            raise GridError(f"{', '.join(given)} only go with `grid`: a preset always runs the same grid")
+        preset = PRESETS[args.preset]
+        return expand(args.name, preset.algos, preset.envs, preset.seeds)
+    missing = [flag for flag, value in custom.items() if value is None]
+    if missing:
+        raise GridError(f"`grid` needs {', '.join(missing)}")
+    algos, env_ids, seed_words = words(args.algos), words(args.envs), words(args.seeds)
+    if unknown := [a for a in algos if a not in ALGORITHMS]:
+        raise GridError(f"unknown algorithm {unknown[0]!r} (choose from {', '.join(ALGORITHMS)})")
+    if not re.fullmatch(r"\d+", args.steps) or int(args.steps) == 0:
+        raise GridError(f"--steps must be a positive whole number (got {args.steps!r})")
+    if bad := [s for s in seed_words if not re.fullmatch(r"\d+", s)]:
+        raise GridError(f"--seeds must be whole numbers (got {bad[0]!r})")
+    seeds = [int(s) for s in seed_words]
+    for flag, values in {"--algos": algos, "--envs": env_ids, "--seeds": seeds}.items():
+        if not values or len(set(values)) != len(values):
+            raise GridError(f"{flag} must list at least one value, each once")
+    flags = shlex.split(args.flags or "")
+    if clash := [f for f in flags if f.split("=")[0] in GRID_SETS]:
+        raise GridError(f"--flags must not contain {clash[0].split('=')[0]}: the grid sets it for every run")
+    check_env_ids(env_ids)
+    return expand(args.name, algos, [(env_id, int(args.steps), shlex.join(flags)) for env_id in env_ids], seeds)
+
+
+def run_status(spec: RunSpec, python: str) -> str:
+    """'done' (DONE marker), 'unfinished' (a folder without DONE: rerun from scratch) or 'new'."""
+    done = spec.run_dir / DONE
+    if not done.exists():
+        return "unfinished" if spec.run_dir.exists() else "new"
+    try:
+        recorded = shlex.split(json.loads(done.read_text())["command"])
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise GridError(f"unreadable {done} ({err}); delete it to rerun that run") from err
+    if recorded[1:] != spec.command(python)[1:]:  # the interpreter may differ (laptop, cluster), the run may not
+        raise GridError(f"{spec.run_dir} finished with other flags ({shlex.join(recorded[1:])}); use another --name")
+    return "done"
+
+
+def cpu_count() -> int:
+    """Cores this process may use (respects taskset and container limits, unlike os.cpu_count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def run_env(workers: int) -> dict[str, str]:
+    """Extra environment of each run: with N parallel workers, each torch gets its share of the cores."""
+    return {} if workers == 1 else {"OMP_NUM_THREADS": str(max(1, cpu_count() // workers))}
+
+
+def command_line(command: list[str], env: dict[str, str]) -> str:
+    return " ".join([*(f"{k}={v}" for k, v in env.items()), shlex.join(command)])
+
+
+# ----------------------------------------------------------------------------- running one run
+
+
+def execute(run_dir: Path, command: list[str], env: dict[str, str] | None = None) -> int:
+    """Run one training command with its output in run_dir/train.log; write run_dir/DONE if it exits 0.
+
+    A finished run (DONE) is skipped; any other folder is deleted first, so every run starts from scratch.
+    The training process gets its own session, so a Ctrl-C reaches it exactly once: forwarded here as
+    SIGTERM, which the scripts treat like Ctrl-C (logs flushed, status 130).
+    """
+    if (run_dir / DONE).exists():
+        print(f"{'skipped (done)':17}{run_dir}", flush=True)
+        return 0
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # an interrupted or failed attempt; its partial logs must not mix with the new run
+    run_dir.mkdir(parents=True)
+    child: subprocess.Popen | None = None
+    stopping = False
+
+    def stop(signum, frame):
+        nonlocal stopping
+        if child is not None and not stopping:
+            child.send_signal(signal.SIGTERM)
+        stopping = True
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop)
+    start, start_clock = datetime.now(UTC), time.monotonic()
+    print(f"{'started':17}{run_dir}", flush=True)
+    with open(run_dir / LOG, "w") as log:
+        log.write(f"$ {command_line(command, env or {})}\n")
+        log.flush()
+        # PYTHONUNBUFFERED: train.log fills as the run goes, and an error stays its last line
+        child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                 env=child_env, start_new_session=True)  # fmt: skip
+        if stopping:  # a signal came while it was starting
+            child.send_signal(signal.SIGTERM)
+        status = child.wait()
+    wall = time.monotonic() - start_clock
+    if status == 0:
+        write_done(run_dir, command, start, datetime.now(UTC), wall)
+        print(f"{'done':7}{wall:6.0f} s  {run_dir}", flush=True)
+        return 0
+    outcome = "STOPPED" if status == 130 else "FAILED"  # 130: the run was interrupted (Ctrl-C, SIGTERM)
+    print(f"{outcome:7}{wall:6.0f} s  {run_dir} (exit {status}): {last_line(run_dir / LOG)}", flush=True)
+    return status if status > 0 else 128 - status  # killed by signal n: 128 + n, as a shell reports it
+
+
+def write_done(run_dir: Path, command: list[str], start: datetime, end: datetime, wall_seconds: float) -> None:
+    """The DONE marker: what ran, where, when and for how long (written atomically)."""
+    utc = "%Y-%m-%dT%H:%M:%SZ"
+    record = {"command": shlex.join(command), "start": start.strftime(utc), "end": end.strftime(utc),
+              "wall_seconds": round(wall_seconds, 1), "host": socket.gethostname()}  # fmt: skip
+    tmp = run_dir / f"{DONE}.tmp"
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    tmp.replace(run_dir / DONE)
+
+
+def last_line(path: Path) -> str:
+    lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1] if len(lines) > 1 else f"no output, see {path}"
+
+
+# ----------------------------------------------------------------------------- plans: dry run, local pool, Slurm
+
+
+def grid_dir(name: str) -> Path:
+    return RUNS / "grid" / name
+
+
+def pending(specs: list[RunSpec], python: str) -> tuple[list[RunSpec], list[RunSpec]]:
+    """(runs to do, runs already done)."""
+    status = {spec: run_status(spec, python) for spec in specs}
+    return [s for s in specs if status[s] != "done"], [s for s in specs if status[s] == "done"]
+
+
+def describe(specs: list[RunSpec], todo: list[RunSpec]) -> str:
+    """One line: '18 runs (3 envs × 2 algorithms × 3 seeds) in runs/grid/quick/: 2 done, 16 to run'."""
+    sizes = [(len({getattr(s, field) for s in specs}), word) for field, word in
+             [("env_id", "env"), ("algo", "algorithm"), ("seed", "seed")]]  # fmt: skip
+    shape = " × ".join(f"{n} {word}{'s' if n > 1 else ''}" for n, word in sizes)
+    done = len(specs) - len(todo)
+    return f"{len(specs)} runs ({shape}) in {grid_dir(specs[0].grid)}/: {done} done, {len(todo)} to run"
+
+
+def list_commands(specs: list[RunSpec], python: str, workers: int) -> str:
+    """--dry-run: every command, one per line; finished runs are commented out as skipped."""
+    lines, todo = [], []
+    for spec in specs:
+        line = command_line(spec.command(python), run_env(workers))
+        status = run_status(spec, python)
+        if status == "done":
+            line = f"# skipped (done): {line}"
+        else:
+            todo.append(spec)
+        if status == "unfinished":
+            line += f"  # unfinished: {spec.run_dir} is deleted first"
+        lines.append(line)
+    lines.append(f"# {describe(specs, todo)}")
+    return "\n".join(lines)
+
+
+def write_plan(specs: list[RunSpec], python: str, workers: int) -> tuple[Path, int]:
+    """The local plan of the runs still to do, read by the workers (`run PLAN INDEX`) and by `summary`."""
+    todo, done = pending(specs, python)
+    plan = {"grid": specs[0].grid, "skipped": len(done),
+            "runs": [{"run_dir": str(s.run_dir), "command": s.command(python), "env": run_env(workers)}
+                     for s in todo]}  # fmt: skip
+    path = grid_dir(specs[0].grid) / "plan.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(plan, indent=1) + "\n")
+    threads = run_env(workers).get("OMP_NUM_THREADS")
+    pool = f"{workers} workers × {threads} torch thread(s)" if threads else "one run at a time"
+    print(f"{describe(specs, todo)}; {pool}", file=sys.stderr)
+    return path, len(todo)
+
+
+def summary(plan_path: Path) -> tuple[str, bool]:
+    """What happened to a plan's runs, read from the run folders; (text, all finished)."""
+    plan = json.loads(plan_path.read_text())
+    unfinished = [Path(r["run_dir"]) for r in plan["runs"] if not (Path(r["run_dir"]) / DONE).exists()]
+    failed = [run_dir for run_dir in unfinished if (run_dir / LOG).exists()]
+    counts = f"{len(plan['runs']) - len(unfinished)} ran, {plan['skipped']} skipped (done before), {len(failed)} failed"
+    not_started = len(unfinished) - len(failed)
+    lines = [f"{plan['grid']}: {counts}" + (f", {not_started} not started" if not_started else "")]
+    lines += [f"  {run_dir}: {last_line(run_dir / LOG)}" for run_dir in failed]
+    return "\n".join(lines), not unfinished
+
+
+def slurm_script(specs: list[RunSpec], python: str, options: argparse.Namespace) -> str:
+    """A job array with one task per run; each task runs `exec`, so DONE and train.log work as locally."""
+    root = Path.cwd().resolve()
+    out = root / grid_dir(specs[0].grid) / "slurm"
+    array = f"0-{len(specs) - 1}" + (f"%{options.max_parallel}" if options.max_parallel else "")
+    sbatch = {"job-name": f"td3-sac-{specs[0].grid}", "array": array, "partition": options.partition,
+              "account": options.account, "time": options.time, "cpus-per-task": options.cpus_per_task,
+              "mem": options.mem, "gres": f"gpu:{options.gpus}" if options.gpus else None,
+              "output": f"{out}/%A_%a.out"}  # fmt: skip
+    lines = [
+        "#!/bin/bash",
+        f"# TD3/SAC benchmark grid {specs[0].grid!r}: {len(specs)} runs, one per array task.",
+        *(f"#SBATCH --{key}={value}" for key, value in sbatch.items() if value is not None),
+        "set -euo pipefail",
+        f"cd {shlex.quote(str(root))}",
+        "# torch would otherwise start one thread per core of the whole node",
+        "export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}",
+        'case "$SLURM_ARRAY_TASK_ID" in',
+    ]
+    for i, spec in enumerate(specs):
+        run = [python, "-m", "benchmarks.grid", "exec", str(spec.run_dir), "--", *spec.command(python)]
+        lines.append(f"  {i}) exec {shlex.join(run)} ;;")
+    lines += ['  *) echo "no run for array task $SLURM_ARRAY_TASK_ID" >&2; exit 1 ;;', "esac"]
+    return "\n".join(lines) + "\n"
+
+
+def submit(specs: list[RunSpec], python: str, options: argparse.Namespace) -> int:
+    """Write the job array of the unfinished runs into the grid folder and sbatch it (or, dry, print both)."""
+    todo, _ = pending(specs, python)
+    if not todo:
+        print(f"nothing to submit: {describe(specs, todo)}")
+        return 0
+    script = slurm_script(todo, python, options)
+    path = grid_dir(specs[0].grid) / "slurm" / "job.sh"
+    if options.dry_run:
+        print(script + f"# dry run: nothing written or submitted. {describe(specs, todo)}; this would run:")
+        print(f"sbatch {path}")
+        return 0
+    if shutil.which("sbatch") is None:
+        raise GridError("sbatch not found on PATH: --slurm must run where Slurm is (add --dry-run to see the job)")
+    path.parent.mkdir(parents=True, exist_ok=True)  # also where Slurm writes the tasks' output
+    path.write_text(script)
+    print(f"{describe(specs, todo)}; job script {path}", flush=True)
+    return subprocess.run(["sbatch", str(path)], check=False).returncode
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line and status 1, like every other input error here
+        raise GridError(message)
+
+
+def positive(text: str) -> int:
+    if not re.fullmatch(r"\d+", text) or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"must be a positive whole number (got {text!r})")
+    return int(text)
+
+
+def parser() -> argparse.ArgumentParser:
+    grid = Parser(add_help=False)
+    grid.add_argument("preset", choices=[*PRESETS, "grid"])
+    grid.add_argument("--algos", nargs="+")
+    grid.add_argument("--envs", nargs="+")
+    grid.add_argument("--seeds", nargs="+")
+    grid.add_argument("--steps")
+    grid.add_argument("--flags")
+    grid.add_argument("--name")
+    grid.add_argument("--workers", type=positive, default=1)
+    grid.add_argument("--python", default=".venv/bin/python" if Path(".venv/bin/python").exists() else "python3")
+    grid.add_argument("--dry-run", action="store_true")
+    grid.add_argument("--slurm", action="store_true")
+    for flag in ("--partition", "--account", "--time", "--mem"):
+        grid.add_argument(flag)
+    for flag in ("--cpus-per-task", "--max-parallel"):
+        grid.add_argument(flag, type=positive)
+    grid.add_argument("--gpus", type=int)
+
+    main_parser = Parser(prog="python -m benchmarks.grid", description=__doc__.split("\n")[0])
+    commands = main_parser.add_subparsers(dest="command", required=True)
+    for name in ("list", "prepare", "submit"):
+        commands.add_parser(name, parents=[grid])
+    for name in ("run", "summary"):
+        sub = commands.add_parser(name)
+        sub.add_argument("plan", type=Path)
+        if name == "run":
+            sub.add_argument("index", type=int)
+    sub = commands.add_parser("exec")
+    sub.add_argument("run_dir", type=Path)
+    sub.add_argument("training_command", nargs=argparse.REMAINDER)
+    return main_parser
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    # --flags takes one value that usually starts with "--", which argparse would read as an option
+    argv = list(argv)
+    for i, arg in enumerate(argv[:-1]):
+        if arg == "--flags":
+            argv[i : i + 2] = [f"--flags={argv[i + 1]}"]
+            break
+    args = parser().parse_args(argv)
+    if args.command in ("list", "prepare", "submit"):
+        args.name = args.name or (args.preset if args.preset in PRESETS else "custom")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", args.name):
+            raise GridError(f"--name must be a plain folder name: letters, digits, '.', '_', '-' (got {args.name!r})")
+        slurm_options = ("partition", "account", "time", "mem", "cpus_per_task", "max_parallel", "gpus")
+        if not args.slurm and (given := [o for o in slurm_options if getattr(args, o) is not None]):
+            raise GridError(f"--{given[0].replace('_', '-')} needs --slurm")
+        if args.slurm and args.workers != 1:
+            raise GridError("--workers is for runs on this machine; with --slurm, use --max-parallel")
+        for option, default in SLURM_DEFAULTS.items():
+            setattr(args, option, default if getattr(args, option) is None else getattr(args, option))
+        if not re.fullmatch(r"(\d+-)?\d+(:\d\d){0,2}", args.time):
+            raise GridError(f"--time must look like HH:MM:SS or D-HH:MM:SS (got {args.time!r})")
+        if args.gpus < 0:
+            raise GridError(f"--gpus must not be negative (got {args.gpus})")
+    return args
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """What each subcommand does; its exit status."""
+    if args.command == "exec":
+        command = args.training_command[1:] if args.training_command[:1] == ["--"] else args.training_command
+        if not command:
+            raise GridError("exec needs a command after --")
+        return execute(args.run_dir, command)
+    if args.command == "run":
+        run = json.loads(args.plan.read_text())["runs"][args.index]
+        return execute(Path(run["run_dir"]), run["command"], run["env"])
+    if args.command == "summary":
+        text, finished = summary(args.plan)
+        print(text)
+        return 0 if finished else 1
+    specs = build_grid(args)
+    if args.command == "submit":
+        return submit(specs, args.python, args)
+    if args.command == "list":
+        print(list_commands(specs, args.python, args.workers))
+    elif args.dry_run or args.slurm:
+        raise GridError("prepare plans runs on this machine; --dry-run is `list`, --slurm is `submit`")
+    else:
+        path, count = write_plan(specs, args.python, args.workers)
+        print(path, count, args.workers)  # read by benchmark.sh
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    try:
+        return run_command(parse(argv))
+    except GridError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

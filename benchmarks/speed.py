@@ -1,0 +1,249 @@
+"""Steady training throughput of td3/sac_continuous.py against Stable-Baselines3, and against the compute floor.
+
+    python benchmarks/speed.py                       # Hopper-v5 on the CPU, 3 alternating repeats (~10 min on 2 cores)
+    python benchmarks/speed.py --device cuda --env-id HalfCheetah-v5 --variant compiled="--compile" --no-sb3
+
+Every run is a fresh process. It trains for learning_starts + burn_in + measure env steps; the clock wraps the
+env's step(), so "steady steps/s" is measure / (wall time from step learning_starts + burn_in to the last
+step): everything the training loop does per step (acting, storing, sampling, updating), after start-up,
+random warm-up, the first updates (and any compilation) are over. Evaluation is pushed past the end.
+Runs alternate (ours, SB3, ours, SB3, ...) so that a slow phase of the machine hits both.
+
+SB3 is configured like our defaults: 256-256 MLPs, batch 256, buffer 1M, the same learning_starts, one gradient
+step per env step, Adam 3e-4, tau 0.005, gamma 0.99; TD3 with policy delay 2, N(0, 0.1) exploration noise,
+target noise 0.2 clipped at 0.5; SAC with auto-alpha (initial 1) and target entropy -|A|. It is installed into
+its own virtual environment (.bench-venvs/sb3, from benchmarks/requirements-sb3.txt) and never imported here.
+
+The floor: FLOPs of the matrix products one env step costs (counted from the layer sizes below) divided by the
+float32 matmul rate this process measures on 256x256x256 products, on the same threads, in the same run.
+"""
+
+import argparse
+import itertools
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SB3_VENV = ROOT / ".bench-venvs" / "sb3"
+SB3_REQUIREMENTS = ROOT / "benchmarks" / "requirements-sb3.txt"
+HIDDEN, BATCH = 256, 256
+
+
+# ----------------------------------------------------------------------------- workers (one process per run)
+def step_clock(env, times: list[float]):
+    """Wrap env.step so that every call appends its finishing time to `times`."""
+    step = env.step
+
+    def timed_step(actions):
+        result = step(actions)
+        times.append(time.perf_counter())
+        return result
+
+    env.step = timed_step
+    return env
+
+
+def steady_rate(times: list[float], start: int, measure: int) -> float:
+    """Steps per second between env step `start` and env step `start + measure` (1-based step counts)."""
+    return measure / (times[start + measure - 1] - times[start - 1])
+
+
+def run_ours(algo: str, env_id: str, steps: int, learning_starts: int, device: str, flags: list[str], times):
+    sys.path.insert(0, str(ROOT))
+    module = __import__(f"{algo}_continuous")
+    import tyro
+
+    make_vector_env = module.make_vector_env
+    module.make_vector_env = lambda args: step_clock(make_vector_env(args), times)
+    argv = ["--env-id", env_id, "--total-timesteps", str(steps), "--learning-starts", str(learning_starts)]
+    argv += ["--eval-frequency", str(10 * steps), "--eval-episodes", "1", "--run-name", f"speed/{algo}"]
+    argv += ["--buffer-size", "1000000", "--batch-size", str(BATCH)]
+    argv += ([] if device == "cuda" else ["--no-cuda"]) + flags
+    module.main(tyro.cli(module.Args, args=argv))
+
+
+def run_sb3(algo: str, env_id: str, steps: int, learning_starts: int, device: str, times):
+    import gymnasium as gym
+    import numpy as np
+    import stable_baselines3 as sb3
+    from stable_baselines3.common.noise import NormalActionNoise
+
+    env = step_clock(gym.make(env_id), times)
+    common = {"learning_rate": 3e-4, "buffer_size": 1_000_000, "learning_starts": learning_starts}
+    common |= {"batch_size": BATCH, "tau": 0.005, "gamma": 0.99, "train_freq": 1, "gradient_steps": 1}
+    common |= {"policy_kwargs": {"net_arch": [HIDDEN, HIDDEN]}, "device": device, "seed": 1, "verbose": 0}
+    if algo == "sac":
+        model = sb3.SAC("MlpPolicy", env, ent_coef="auto", target_update_interval=1, **common)
+    else:
+        noise = NormalActionNoise(np.zeros(env.action_space.shape), 0.1 * np.ones(env.action_space.shape))
+        model = sb3.TD3("MlpPolicy", env, action_noise=noise, policy_delay=2, target_policy_noise=0.2, **common)
+    model.learn(total_timesteps=steps)
+
+
+def worker(argv: list[str]) -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("impl", choices=["ours", "sb3"])
+    p.add_argument("algo", choices=["td3", "sac"])
+    p.add_argument("--env-id", required=True)
+    p.add_argument("--learning-starts", type=int, required=True)
+    p.add_argument("--burn-in", type=int, required=True)
+    p.add_argument("--measure", type=int, required=True)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--flags", default="")
+    a = p.parse_args(argv)
+    process_start = time.perf_counter()
+    steps = a.learning_starts + a.burn_in + a.measure
+    times: list[float] = []
+    if a.impl == "ours":
+        run_ours(a.algo, a.env_id, steps, a.learning_starts, a.device, a.flags.split(), times)
+    else:
+        run_sb3(a.algo, a.env_id, steps, a.learning_starts, a.device, times)
+    ls = a.learning_starts
+    result = {
+        "steps_per_s": steady_rate(times, ls + a.burn_in, a.measure),
+        "startup_s": times[0] - process_start,
+        "first_update_s": times[ls] - times[ls - 1],  # the first gradient step: includes any compilation
+        "burn_in_s": times[ls + a.burn_in - 1] - times[ls - 1],
+    }
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+# ----------------------------------------------------------------------------- the floor
+def layer_flops(sizes: list[int]) -> int:
+    """Multiply-adds x 2 of one forward pass of an MLP with these layer sizes, per sample."""
+    return sum(2 * fan_in * fan_out for fan_in, fan_out in itertools.pairwise(sizes))
+
+
+def step_flops(algo: str, obs_dim: int, act_dim: int) -> float:
+    """Matmul FLOPs of one env step's gradient update (batch BATCH). A backward pass costs two forwards
+    (input and weight gradients); one that only needs input gradients (the critics in the actor step) costs one.
+    SAC:  critic step = actor fwd (a') + 2 target critics + 2 critics fwd + 2 critics bwd = a + 8c
+          actor step  = actor fwd + 2 critics fwd + 2 critics input-bwd + actor bwd     = 3a + 4c
+    TD3:  critic step = target actor fwd + the same critics                              = a + 8c
+          actor step every 2nd update = actor fwd + Q1 fwd + Q1 input-bwd + actor bwd    = (3a + 2c) / 2"""
+    actor_out = 2 * act_dim if algo == "sac" else act_dim  # SAC's actor outputs mean and log std
+    a = layer_flops([obs_dim, HIDDEN, HIDDEN, actor_out])
+    c = layer_flops([obs_dim + act_dim, HIDDEN, HIDDEN, 1])
+    per_sample = (a + 8 * c) + (3 * a + 4 * c if algo == "sac" else (3 * a + 2 * c) / 2)
+    return per_sample * BATCH
+
+
+def matmul_rate(device: str, seconds: float = 2.0) -> float:
+    """Measured float32 GFLOP/s of 256x256 @ 256x256 on this process's torch threads (median of 5 runs)."""
+    import torch
+
+    x, w = (torch.randn(HIDDEN, HIDDEN, device=device) for _ in range(2))
+    rates = []
+    for _ in range(5):
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds / 5:
+            for _ in range(50):
+                x @ w
+            if device == "cuda":
+                torch.cuda.synchronize()
+            n += 50
+        rates.append(2 * HIDDEN**3 * n / (time.perf_counter() - start) / 1e9)
+    return statistics.median(rates)
+
+
+def env_dims(env_id: str) -> tuple[int, int]:
+    import gymnasium as gym
+
+    env = gym.make(env_id)
+    return env.observation_space.shape[0], env.action_space.shape[0]
+
+
+# ----------------------------------------------------------------------------- the orchestrator
+def sb3_python() -> Path:
+    """The peer's interpreter, in a virtual environment of its own, created on first use."""
+    python = SB3_VENV / "bin" / "python"
+    stamp = SB3_VENV / "installed.txt"
+    if stamp.exists() and stamp.read_text() == SB3_REQUIREMENTS.read_text():
+        return python
+    print(f"creating {SB3_VENV.relative_to(ROOT)} for Stable-Baselines3 (once) ...", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(SB3_VENV)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "-r", str(SB3_REQUIREMENTS)], check=True)
+    stamp.write_text(SB3_REQUIREMENTS.read_text())
+    return python
+
+
+def run_worker(python: Path, impl: str, algo: str, a: argparse.Namespace, flags: str) -> dict:
+    cmd = [str(python), __file__, "worker", impl, algo, "--env-id", a.env_id, "--device", a.device]
+    cmd += ["--learning-starts", str(a.learning_starts), "--burn-in", str(a.burn_in), "--measure", str(a.measure)]
+    cmd += ["--flags", flags]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+    if out.returncode != 0 or not lines:
+        sys.exit(f"error: {' '.join(cmd)} failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
+    return json.loads(lines[-1].removeprefix("RESULT "))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--env-id", default="Hopper-v5")
+    p.add_argument("--algos", nargs="+", default=["sac", "td3"], choices=["sac", "td3"])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--learning-starts", type=int, default=5000)
+    p.add_argument("--burn-in", type=int, default=1000, help="training steps after learning starts, not timed")
+    p.add_argument("--measure", type=int, default=4000, help="training steps timed")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument(
+        "--variant", action="append", default=[], metavar="NAME=FLAGS",
+        help='a configuration of our scripts, e.g. compiled="--compile"; repeatable (default: eager=)',
+    )  # fmt: skip
+    p.add_argument("--no-sb3", action="store_true", help="measure only our scripts")
+    a = p.parse_args()
+    if a.repeats < 1 or a.burn_in < 1 or a.measure < 1 or a.learning_starts < 1:
+        sys.exit("error: --repeats, --learning-starts, --burn-in and --measure must be positive")
+    if any("=" not in v for v in a.variant):
+        sys.exit('error: --variant takes NAME=FLAGS, e.g. compiled="--compile"')
+    variants = dict(v.split("=", 1) for v in a.variant) or {"eager": ""}
+
+    import torch
+
+    rate = matmul_rate(a.device)
+    obs_dim, act_dim = env_dims(a.env_id)
+    runs = [(algo, "ours", name) for algo in a.algos for name in variants]
+    runs += [] if a.no_sb3 else [(algo, "sb3", "SB3") for algo in a.algos]
+    python = {"ours": Path(sys.executable)} | ({} if a.no_sb3 else {"sb3": sb3_python()})
+    results: dict[tuple[str, str, str], list[dict]] = {run: [] for run in runs}
+    print(
+        f"{a.env_id} on {a.device}, torch threads {torch.get_num_threads()}: learning starts {a.learning_starts}, "
+        f"burn-in {a.burn_in}, {a.measure} steps timed, {a.repeats} repeats; matmul {rate:.0f} GFLOP/s",
+        flush=True,
+    )
+    for repeat in range(a.repeats):
+        for algo in a.algos:  # alternate ours and SB3 within every repeat
+            for run in (r for r in runs if r[0] == algo):
+                result = run_worker(python[run[1]], run[1], algo, a, variants.get(run[2], ""))
+                results[run].append(result)
+                print(f"  repeat {repeat + 1}: {algo} {run[2]:>8}: {result['steps_per_s']:7.1f} steps/s", flush=True)
+
+    print(f"\n| algo | impl | steps/s (median of {a.repeats}) | range | ms/step | floor ms/step | "
+          "x floor | ours/SB3 | first update s | start-up s |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for algo, impl, name in runs:
+        sps = [r["steps_per_s"] for r in results[algo, impl, name]]
+        median = statistics.median(sps)
+        floor_ms = step_flops(algo, obs_dim, act_dim) / (rate * 1e9) * 1e3
+        sb3 = results.get((algo, "sb3", "SB3"))
+        ratio = f"{median / statistics.median(r['steps_per_s'] for r in sb3):.2f}" if sb3 and impl == "ours" else ""
+        first = statistics.median(r["first_update_s"] for r in results[algo, impl, name])
+        startup = statistics.median(r["startup_s"] for r in results[algo, impl, name])
+        print(
+            f"| {algo} | {name} | {median:.1f} | {min(sps):.1f}-{max(sps):.1f} | {1e3 / median:.2f} | {floor_ms:.2f} | "
+            f"{1e3 / median / floor_ms:.1f} | {ratio} | {first:.2f} | {startup:.1f} |"
+        )
+    flops = {algo: step_flops(algo, obs_dim, act_dim) / 1e9 for algo in a.algos}
+    print(f"\nFLOPs per step: {', '.join(f'{k} {v:.3f} GFLOP' for k, v in flops.items())}; floor = FLOPs / matmul rate")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["worker"]:
+        worker(sys.argv[2:])
+    else:
+        main()

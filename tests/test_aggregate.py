@@ -1,0 +1,170 @@
+"""benchmarks/aggregate.py: the IQM and its bootstrap CI, and the table and curves of a grid written here."""
+
+import math
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+from torch.utils.tensorboard import SummaryWriter
+
+from benchmarks import aggregate, grid
+
+# (env, algo, seed) -> eval/episodic_return by step; the finished runs of the grid written below
+FINISHED = {
+    ("Pendulum-v1", "td3", 1): {1000: -900.0, 2000: -300.0},
+    ("Pendulum-v1", "td3", 2): {1000: -700.0, 2000: -150.0},
+    ("Pendulum-v1", "td3", 3): {1000: -800.0, 1500: -500.0, 2000: -120.0},  # one extra evaluation
+    ("Pendulum-v1", "sac", 1): {1000: -600.0, 2000: 30.0},
+    ("Pendulum-v1", "sac", 2): {1000: -600.0, 2000: 100.0},
+    ("Pendulum-v1", "sac", 3): {1000: -600.0, 2000: 10.0},
+    ("Pendulum-v1", "sac", 4): {1000: -600.0, 2000: 20.0},
+    ("Hopper-v5", "td3", 1): {5000: 300.0, 10000: 1234.5},
+}
+UNFINISHED = ("Pendulum-v1", "td3", 4)  # logged, but no DONE marker: must never count
+WALL_SECONDS = 120.0
+
+
+def write_run(grid_dir, env_id, algo, seed, curve, done=True):
+    run_dir = grid_dir / env_id / algo / f"seed{seed}"
+    writer = SummaryWriter(str(run_dir))
+    for step, value in curve.items():
+        writer.add_scalar(aggregate.EVAL_TAG, value, step)
+        writer.add_scalar("charts/SPS", 100.0, step)
+    writer.close()
+    if done:
+        now = datetime.now(UTC)
+        grid.write_done(run_dir, ["python", f"{algo}_continuous.py"], now, now, WALL_SECONDS)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def fake_grid(tmp_path_factory):
+    grid_dir = tmp_path_factory.mktemp("runs") / "fake"
+    for (env_id, algo, seed), curve in FINISHED.items():
+        write_run(grid_dir, env_id, algo, seed, curve)
+    write_run(grid_dir, *UNFINISHED, {1000: 1e6, 2000: 1e6}, done=False)
+    write_run(grid_dir, "Hopper-v5", "sac", 1, {}, done=True)  # finished, but never evaluated
+    return grid_dir
+
+
+@pytest.fixture(scope="module")
+def results(fake_grid, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    return out, aggregate.aggregate(fake_grid, out)
+
+
+def cell(fake_grid, env_id, algo) -> aggregate.Cell:
+    finished, _ = aggregate.find_runs(fake_grid)
+    (found,) = [c for c in aggregate.cells(finished) if (c.env_id, c.algo) == (env_id, algo)]
+    return found
+
+
+# ----------------------------------------------------------------------------- IQM
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([5.0], 5.0),
+        ([3.0, 1.0], 2.0),
+        ([1.0, 2.0, 10.0], (1 + 4 * 2 + 10) / 6),  # weights 1/6, 2/3, 1/6
+        ([4.0, 1.0, 3.0, 2.0], 2.5),  # trim_mean(x, 0.25): the middle two
+        ([1.0, 2.0, 3.0, 4.0, 100.0], 0.3 * 2 + 0.4 * 3 + 0.3 * 4),  # weights 0, .3, .4, .3, 0
+        ([0.0, 1.0, 2.0, 3.0, 4.0, 100.0], (1 + 2 * 2 + 2 * 3 + 4) / 6),  # weights 0, 1/6, 1/3, 1/3, 1/6, 0
+        ([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 100.0], 3.5),  # trim_mean(x, 0.25): 2, 3, 4, 5
+    ],
+)
+def test_iqm_hand_computed(values, expected):
+    assert aggregate.iqm(values) == pytest.approx(expected, rel=1e-12)
+    assert aggregate.iqm(values[::-1]) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize("n", range(1, 21))
+def test_iqm_weights_sum_to_one_and_are_the_trimmed_mean_when_a_quarter_of_n_is_whole(n):
+    weights = aggregate.iqm_weights(n)
+    assert weights.sum() == pytest.approx(1.0) and (weights >= 0).all()
+    np.testing.assert_allclose(weights, weights[::-1], atol=1e-15)
+    if n % 4 == 0:
+        trimmed = np.r_[np.zeros(n // 4), np.full(n // 2, 2 / n), np.zeros(n // 4)]
+        np.testing.assert_allclose(weights, trimmed, atol=1e-15)
+
+
+def test_bootstrap_ci_is_ordered_contains_the_iqm_and_is_reproducible():
+    values = [-300.0, -150.0, -120.0, -400.0, 50.0]
+    low, high = aggregate.iqm_ci(values)
+    assert min(values) <= low < aggregate.iqm(values) < high <= max(values)
+    assert aggregate.iqm_ci(values) == (low, high)
+    assert aggregate.iqm_ci([7.0]) == (7.0, 7.0)
+    # the same resamples, one at a time: the CI is the 2.5 and 97.5 percentiles of their IQMs
+    resamples = np.random.default_rng(0).choice(values, size=(10_000, len(values)))
+    reference = np.percentile([aggregate.iqm(sample) for sample in resamples], [2.5, 97.5])
+    np.testing.assert_allclose((low, high), reference, rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------- the grid's table and curves
+
+
+def test_numbers_of_each_row(fake_grid):
+    td3 = aggregate.cell_stats(cell(fake_grid, "Pendulum-v1", "td3"))
+    assert td3["seeds"] == 3 and td3["per_seed"] == {1: -300.0, 2: -150.0, 3: -120.0}
+    assert td3["mean"] == pytest.approx(-190.0)
+    assert td3["std"] == pytest.approx(math.sqrt((110**2 + 40**2 + 70**2) / 2))  # sample std over seeds
+    assert td3["iqm"] == pytest.approx((-300 + 4 * -150 - 120) / 6)
+    assert td3["ci"][0] <= td3["iqm"] <= td3["ci"][1]
+    assert td3["minutes"] == pytest.approx(WALL_SECONDS / 60)
+
+    sac = aggregate.cell_stats(cell(fake_grid, "Pendulum-v1", "sac"))
+    assert sac["mean"] == pytest.approx(40.0) and sac["iqm"] == pytest.approx(25.0)
+    assert sac["std"] == pytest.approx(math.sqrt(5000 / 3))
+
+    hopper = aggregate.cell_stats(cell(fake_grid, "Hopper-v5", "td3"))
+    assert (hopper["seeds"], hopper["mean"], hopper["std"], hopper["iqm"]) == (1, 1234.5, None, 1234.5)
+    assert hopper["ci"] == (1234.5, 1234.5)
+
+
+def test_results_md_table_and_unfinished_runs(fake_grid, results):
+    out, (text, _) = results
+    assert (out / "results.md").read_text() == text
+    td3 = aggregate.cell_stats(cell(fake_grid, "Pendulum-v1", "td3"))
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert rows == [
+        "| Hopper-v5 | TD3 | 1 | 10,000 | 1234.5 ± – | 1234.5 [1234.5, 1234.5] | 1: 1234.5 | 2.0 |",
+        f"| Pendulum-v1 | TD3 | 3 | 2,000 | -190.0 ± 96.4 | -170.0 [{td3['ci'][0]:.1f}, {td3['ci'][1]:.1f}] "
+        "| 1: -300.0, 2: -150.0, 3: -120.0 | 2.0 |",
+        f"| Pendulum-v1 | SAC | 4 | 2,000 | 40.0 ± 40.8 | 25.0 [{aggregate.iqm_ci([30, 100, 10, 20])[0]:.1f}, "
+        f"{aggregate.iqm_ci([30, 100, 10, 20])[1]:.1f}] | 1: 30.0, 2: 100.0, 3: 10.0, 4: 20.0 | 2.0 |",
+    ]
+    unfinished = text.split("## Unfinished runs (2)")[1]
+    assert f"{fake_grid}/Pendulum-v1/td3/seed4`: no DONE marker" in unfinished
+    assert f"{fake_grid}/Hopper-v5/sac/seed1`: DONE, but no eval/episodic_return logged" in unfinished
+    assert "1000000" not in text
+
+
+def test_curves_png_is_written(results):
+    pytest.importorskip("matplotlib")
+    out, (_, plotted) = results
+    png = (out / "curves.png").read_bytes()
+    assert plotted
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+
+def test_curves_use_the_steps_every_seed_has(fake_grid):
+    steps, mean, low, high = aggregate.mean_curve(cell(fake_grid, "Pendulum-v1", "td3").runs)
+    assert steps.tolist() == [1000, 2000]
+    np.testing.assert_allclose(mean, [-800.0, -190.0])
+    np.testing.assert_allclose(low, [-900.0, -300.0])
+    np.testing.assert_allclose(high, [-700.0, -120.0])
+
+
+def test_main_prints_the_table(fake_grid, tmp_path, capsys):
+    aggregate.main([str(fake_grid), "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert out.startswith((tmp_path / "results.md").read_text())
+    assert out.endswith(f"wrote {tmp_path / 'results.md'} and {tmp_path / 'curves.png'}\n")
+
+
+def test_a_grid_without_finished_runs_is_an_error(tmp_path):
+    write_run(tmp_path / "g", *UNFINISHED, {1000: 1.0}, done=False)
+    with pytest.raises(SystemExit, match=r"no finished runs .*; 1 unfinished"):
+        aggregate.aggregate(tmp_path / "g", tmp_path / "out")
+    assert not (tmp_path / "out").exists()

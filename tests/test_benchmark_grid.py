@@ -1,0 +1,364 @@
+"""benchmark.sh and benchmarks/grid.py: the runs a grid makes, their commands and folders, resume, Slurm.
+
+No training happens here: the pool tests run benchmark.sh in a copy of the repository whose
+td3_continuous.py and sac_continuous.py are stand-ins that finish, fail or wait for a signal on request.
+"""
+
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from benchmarks import grid
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = "python"  # the interpreter named in commands built in-process
+PENDULUM_FLAGS = ["--learning-starts", "1000", "--eval-frequency", "2000"]
+STAND_IN = """
+import os, signal, sys, time
+from pathlib import Path
+args = sys.argv[1:]
+run_name = args[args.index("--run-name") + 1]
+run_dir = Path("runs") / run_name
+def stop(signum, frame):
+    (run_dir / "stopped").write_text(signal.Signals(signum).name)
+    sys.exit(130)
+signal.signal(signal.SIGTERM, stop)
+signal.signal(signal.SIGINT, stop)
+(run_dir / "pid").write_text(str(os.getpid()))
+print("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS"))
+if run_name in os.environ.get("STAND_IN_FAIL", "").split():
+    sys.exit("error: stand-in failure")
+if os.environ.get("STAND_IN_WAIT"):
+    time.sleep(60)
+print("finished")
+"""
+
+
+@pytest.fixture
+def cli(monkeypatch, tmp_path, capsys):
+    """cli(*argv) runs benchmarks.grid in an empty working directory: (exit status, stdout, stderr)."""
+    monkeypatch.chdir(tmp_path)
+
+    def run(*argv):
+        code = grid.main([*argv[:2], "--python", PY, *argv[2:]] if argv[0] in ("list", "submit") else list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+@pytest.fixture
+def repo(tmp_path):
+    """A copy of benchmark.sh and benchmarks/ with stand-in training scripts; run(*args) runs benchmark.sh there."""
+    shutil.copy(ROOT / "benchmark.sh", tmp_path)
+    shutil.copytree(ROOT / "benchmarks", tmp_path / "benchmarks", ignore=shutil.ignore_patterns("__pycache__"))
+    for algo in grid.ALGORITHMS:
+        (tmp_path / f"{algo}_continuous.py").write_text(STAND_IN)
+
+    def run(*args, env=None):
+        env = {**os.environ, "PYTHON": sys.executable, **(env or {})}
+        command = ["bash", "benchmark.sh", *args]
+        return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
+
+    run.path = tmp_path
+    return run
+
+
+def specs_of(*argv) -> list[grid.RunSpec]:
+    return grid.build_grid(grid.parse(["list", *argv]))
+
+
+def finish(spec: grid.RunSpec, python: str = PY, command: list[str] | None = None) -> None:
+    """Make spec look like a run that finished (its folder with a DONE marker)."""
+    spec.run_dir.mkdir(parents=True)
+    now = datetime.now(UTC)
+    grid.write_done(spec.run_dir, command or spec.command(python), now, now, 1.0)
+
+
+def tree(root: Path) -> dict[str, float]:
+    return {str(p): p.stat().st_mtime_ns for p in root.rglob("*")}
+
+
+# ----------------------------------------------------------------------------- which runs, which commands
+
+
+def test_quick_preset_runs_and_commands():
+    specs = specs_of("quick")
+    assert len(specs) == 3 * 2 * 3
+    assert specs[0].command(PY) == [
+        PY, "td3_continuous.py", "--env-id", "Pendulum-v1", "--seed", "1", "--total-timesteps", "20000",
+        *PENDULUM_FLAGS, "--run-name", "grid/quick/Pendulum-v1/td3/seed1",
+    ]  # fmt: skip
+    assert specs[0].run_dir == Path("runs/grid/quick/Pendulum-v1/td3/seed1")
+    # env by env, then seed, then algorithm: an interrupted grid has whole envs done first
+    assert [(s.env_id, s.seed, s.algo) for s in specs[:4]] == [
+        ("Pendulum-v1", 1, "td3"), ("Pendulum-v1", 1, "sac"), ("Pendulum-v1", 2, "td3"), ("Pendulum-v1", 2, "sac"),
+    ]  # fmt: skip
+    budgets = {(s.env_id, s.steps, s.flags) for s in specs}
+    assert budgets == {
+        ("Pendulum-v1", 20_000, tuple(PENDULUM_FLAGS)),
+        ("InvertedPendulum-v5", 20_000, tuple(PENDULUM_FLAGS)),
+        ("Hopper-v5", 50_000, ("--learning-starts", "5000", "--eval-frequency", "5000")),
+    }
+    assert len({s.run_dir for s in specs}) == len(specs)
+
+
+def test_full_preset_runs():
+    specs = specs_of("full")
+    assert len(specs) == 5 * 2 * 5
+    assert [s.env_id for s in specs[::10]] == ["HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5", "Humanoid-v5"]
+    assert {s.seed for s in specs} == {1, 2, 3, 4, 5} and {s.algo for s in specs} == {"td3", "sac"}
+    assert {(s.steps, s.flags) for s in specs} == {(1_000_000, ("--eval-frequency", "10000"))}
+    assert specs[-1].run_name == "grid/full/Humanoid-v5/sac/seed5"
+
+
+@pytest.mark.parametrize("seeds", [["1", "2"], ["1 2"], ["1,2"]], ids=["words", "one-string", "commas"])
+def test_custom_grid_commands(seeds):
+    specs = specs_of("grid", "--algos", "sac", "td3", "--envs", "Hopper-v5", "InvertedPendulum-v5",
+                     "--seeds", *seeds, "--steps", "3000", "--flags", "--no-cuda", "--name", "mine")  # fmt: skip
+    assert len(specs) == 2 * 2 * 2
+    assert specs[-1].command(".venv/bin/python") == [
+        ".venv/bin/python", "td3_continuous.py", "--env-id", "InvertedPendulum-v5", "--seed", "2",
+        "--total-timesteps", "3000", "--no-cuda", "--run-name", "grid/mine/InvertedPendulum-v5/td3/seed2",
+    ]  # fmt: skip
+    assert specs[0].run_dir == Path("runs/grid/mine/Hopper-v5/sac/seed1")
+
+
+def test_custom_grid_is_named_custom_by_default_and_keeps_quoted_flags():
+    (spec,) = specs_of("grid", "--algos", "td3", "--envs", "Pendulum-v1", "--seeds", "7", "--steps", "500",
+                       "--flags", "--exp-name 'a b' --batch-size 32")  # fmt: skip
+    assert spec.run_name == "grid/custom/Pendulum-v1/td3/seed7"
+    assert spec.flags == ("--exp-name", "a b", "--batch-size", "32")
+
+
+CUSTOM = ["grid", "--algos", "td3", "--envs", "Pendulum-v1", "--seeds", "1", "--steps", "100"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["grid", "--algos", "td3", "ppo", *CUSTOM[3:]], "unknown algorithm 'ppo' (choose from td3, sac)"),
+        (["quik"], "invalid choice: 'quik'"),
+        ([*CUSTOM[:5], "--seeds", "1 two", "--steps", "100"], "--seeds must be whole numbers (got 'two')"),
+        ([*CUSTOM[:5], "--seeds", "1.5", "--steps", "100"], "--seeds must be whole numbers (got '1.5')"),
+        ([*CUSTOM[:5], "--seeds", "1 1", "--steps", "100"], "--seeds must list at least one value, each once"),
+        ([*CUSTOM[:7], "--steps", "1e6"], "--steps must be a positive whole number (got '1e6')"),
+        (CUSTOM[:7], "`grid` needs --steps"),
+        (["quick", "--steps", "100"], "--steps only go with `grid`"),
+        (["full", "--flags", "--no-cuda"], "--flags only go with `grid`"),
+        ([*CUSTOM, "--flags", "--seed 3"], "--flags must not contain --seed"),
+        ([*CUSTOM, "--flags", "--run-name=x"], "--flags must not contain --run-name"),
+        (["grid", "--algos", "td3", "--envs", "Hoper-v5", *CUSTOM[5:]], "unknown env id 'Hoper-v5'"),
+        (["grid", "--algos", "td3", "--envs", "ALE/Pong-v5", *CUSTOM[5:]], "cannot name a run folder"),
+        (["quick", "--name", "../elsewhere"], "--name must be a plain folder name"),
+        (["quick", "--workers", "0"], "--workers: must be a positive whole number (got '0')"),
+        (["quick", "--partition", "gpu"], "--partition needs --slurm"),
+        (["quick", "--slurm", "--workers", "2"], "with --slurm, use --max-parallel"),
+        (["quick", "--slurm", "--time", "tomorrow"], "--time must look like HH:MM:SS"),
+        (["quick", "--slurm", "--gpus", "-1"], "--gpus must not be negative"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else None,
+)
+def test_bad_input_stops_with_one_line(cli, tmp_path, argv, message):
+    code, out, err = cli("list", *argv)
+    assert code == 1 and out == ""
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bad_input_through_benchmark_sh(repo):
+    result = repo("grid", "--algos", "ppo", "--envs", "Pendulum-v1", "--seeds", "1", "--steps", "100")
+    assert result.returncode == 1 and result.stderr == "error: unknown algorithm 'ppo' (choose from td3, sac)\n"
+    result = repo("quik")
+    assert result.returncode == 2 and "unknown command 'quik'" in result.stderr
+    assert not (repo.path / "runs").exists()
+
+
+@pytest.mark.parametrize(("cores", "workers", "threads"), [(2, 1, None), (2, 2, "1"), (2, 3, "1"), (8, 3, "2")])
+def test_parallel_runs_share_the_cores(monkeypatch, cores, workers, threads):
+    monkeypatch.setattr(grid, "cpu_count", lambda: cores)
+    assert grid.run_env(workers).get("OMP_NUM_THREADS") == threads
+
+
+def test_help_lists_every_command_and_option(repo):
+    result = repo("--help")
+    assert result.returncode == 0
+    words = ["quick", "full", "grid", "aggregate", "speed", "--workers", "--name", "--dry-run", "--slurm",
+             "--partition", "--time", "--cpus-per-task", "--mem", "--gpus", "--account", "--max-parallel"]  # fmt: skip
+    for word in words:
+        assert word in result.stdout
+
+
+# ----------------------------------------------------------------------------- dry run and resume
+
+
+def test_dry_run_marks_finished_and_unfinished_runs_and_changes_nothing(cli, tmp_path, monkeypatch):
+    monkeypatch.setattr(grid, "cpu_count", lambda: 2)
+    specs = specs_of("quick")
+    finish(specs[0])
+    specs[1].run_dir.mkdir(parents=True)  # an interrupted run
+    before = tree(tmp_path)
+    code, out, _ = cli("list", "quick", "--workers", "2", "--dry-run")
+    assert code == 0 and tree(tmp_path) == before
+    lines = out.splitlines()
+    commands = [shlex.join(s.command(PY)) for s in specs]
+    assert lines[0] == f"# skipped (done): OMP_NUM_THREADS=1 {commands[0]}"
+    assert lines[1] == f"OMP_NUM_THREADS=1 {commands[1]}  # unfinished: {specs[1].run_dir} is deleted first"
+    assert lines[2:-1] == [f"OMP_NUM_THREADS=1 {c}" for c in commands[2:]]
+    assert lines[-1] == "# 18 runs (3 envs × 2 algorithms × 3 seeds) in runs/grid/quick/: 1 done, 17 to run"
+
+
+def test_a_finished_run_with_other_flags_is_an_error_not_a_skip(cli):
+    (spec,) = specs_of(*CUSTOM)
+    finish(spec, command=[PY, *spec.command(PY)[1:-2], "--batch-size", "32", *spec.command(PY)[-2:]])
+    code, _, err = cli("list", *CUSTOM)
+    assert code == 1 and "finished with other flags" in err and "use another --name" in err
+
+
+def test_execute_logs_output_and_marks_success(tmp_path):
+    run_dir = tmp_path / "runs/grid/g/Pendulum-v1/td3/seed1"
+    command = [sys.executable, "-c", "import os, sys; print('out', os.environ['OMP_NUM_THREADS']); sys.exit(0)"]
+    assert grid.execute(run_dir, command, {"OMP_NUM_THREADS": "1"}) == 0
+    assert (run_dir / grid.LOG).read_text().splitlines()[-1] == "out 1"
+    done = json.loads((run_dir / grid.DONE).read_text())
+    assert done["command"] == shlex.join(command)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", done["start"]) and done["end"] >= done["start"]
+    assert 0 <= done["wall_seconds"] < 60 and done["host"]
+
+
+def test_execute_failure_keeps_the_log_and_writes_no_marker(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert grid.execute(run_dir, [sys.executable, "-c", "import sys; sys.exit('error: no good')"]) == 1
+    assert not (run_dir / grid.DONE).exists() and "error: no good" in (run_dir / grid.LOG).read_text()
+    assert "FAILED" in capsys.readouterr().out
+
+
+def test_execute_starts_an_unfinished_run_from_scratch_and_skips_a_finished_one(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "events.out.tfevents.partial").write_text("left by an interrupted run")
+    assert grid.execute(run_dir, [sys.executable, "-c", "pass"]) == 0
+    assert sorted(p.name for p in run_dir.iterdir()) == [grid.DONE, grid.LOG]
+    marker = tmp_path / "ran"
+    assert grid.execute(run_dir, [sys.executable, "-c", f"open({str(marker)!r}, 'w')"]) == 0
+    assert not marker.exists()
+
+
+STAND_IN_GRID = ["grid", "--algos", "td3 sac", "--envs", "Pendulum-v1", "--seeds", "1 2", "--steps", "100"]
+
+
+def test_pool_runs_everything_survives_a_failure_and_resumes(repo):
+    failing = "grid/e2e/Pendulum-v1/sac/seed2"
+    first = repo(*STAND_IN_GRID, "--workers", "2", "--name", "e2e", env={"STAND_IN_FAIL": failing})
+    assert first.returncode == 1, first.stderr
+    assert first.stdout.splitlines()[-2:] == [
+        "e2e: 3 ran, 0 skipped (done before), 1 failed",
+        "  runs/grid/e2e/Pendulum-v1/sac/seed2: error: stand-in failure",
+    ]
+    runs = repo.path / "runs/grid/e2e/Pendulum-v1"
+    done = sorted(str(p.parent.relative_to(runs)) for p in runs.glob(f"*/*/{grid.DONE}"))
+    assert done == ["sac/seed1", "td3/seed1", "td3/seed2"]
+    threads = str(max(1, grid.cpu_count() // 2))  # two workers share the cores
+    assert f"OMP_NUM_THREADS {threads}" in (runs / "td3/seed1" / grid.LOG).read_text()
+
+    pids = {p: (p / "pid").read_text() for p in runs.glob("*/*")}
+    second = repo(*STAND_IN_GRID, "--workers", "2", "--name", "e2e")
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.splitlines()[-1] == "e2e: 1 ran, 3 skipped (done before), 0 failed"
+    rerun = {p.relative_to(runs).as_posix() for p, pid in pids.items() if (p / "pid").read_text() != pid}
+    assert rerun == {"sac/seed2"}
+
+    dry = repo(*STAND_IN_GRID, "--name", "e2e", "--dry-run")
+    assert dry.returncode == 0 and dry.stdout.count("# skipped (done): ") == 4
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_stops_every_run(repo, how):
+    env = {**os.environ, "PYTHON": sys.executable, "STAND_IN_WAIT": "1"}
+    command = ["bash", "benchmark.sh", *STAND_IN_GRID[:5], "--seeds", "1", "--steps", "100", "--workers", "2"]
+    bench = subprocess.Popen(command, cwd=repo.path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, start_new_session=True)  # fmt: skip
+    pid_files = [repo.path / f"runs/grid/custom/Pendulum-v1/{algo}/seed1/pid" for algo in grid.ALGORITHMS]
+    deadline = time.monotonic() + 30
+    while not all(p.exists() and p.read_text() for p in pid_files) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if how == "ctrl-c":
+        os.killpg(bench.pid, signal.SIGINT)  # a terminal sends Ctrl-C to the whole foreground process group
+    else:
+        bench.send_signal(signal.SIGTERM)  # `kill` reaches benchmark.sh alone
+    out, err = bench.communicate(timeout=30)
+    assert bench.returncode == 130, err
+    for pid_file in pid_files:
+        assert (pid_file.parent / "stopped").read_text() == "SIGTERM"  # each run got exactly its one signal
+        assert not (pid_file.parent / grid.DONE).exists()
+        with pytest.raises(ProcessLookupError):
+            os.kill(int(pid_file.read_text()), 0)
+    assert "custom: 0 ran, 0 skipped (done before), 2 failed" in out
+
+
+# ----------------------------------------------------------------------------- Slurm
+
+SLURM = ["--slurm", "--partition", "gpu", "--time", "12:00:00", "--max-parallel", "4", "--gpus", "1",
+         "--account", "lab", "--cpus-per-task", "4", "--mem", "16G"]  # fmt: skip
+
+
+def test_slurm_dry_run_prints_the_job_array_of_unfinished_runs(cli, tmp_path):
+    specs = specs_of("quick")
+    finish(specs[0])
+    before = tree(tmp_path)
+    code, out, _ = cli("submit", "quick", *SLURM, "--dry-run")
+    assert code == 0 and tree(tmp_path) == before
+    for line in ["#SBATCH --array=0-16%4", "#SBATCH --partition=gpu", "#SBATCH --time=12:00:00",
+                 "#SBATCH --gres=gpu:1", "#SBATCH --account=lab", "#SBATCH --cpus-per-task=4", "#SBATCH --mem=16G",
+                 f"#SBATCH --output={tmp_path.resolve()}/runs/grid/quick/slurm/%A_%a.out",
+                 f"cd {tmp_path.resolve()}", "export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}"]:  # fmt: skip
+        assert line in out.splitlines(), line
+    tasks = re.findall(r"^  (\d+)\) exec (.*) ;;$", out, flags=re.MULTILINE)
+    assert [int(i) for i, _ in tasks] == list(range(17))
+    for (_, line), spec in zip(tasks, specs[1:], strict=True):  # the finished run is left out
+        assert shlex.split(line) == [PY, "-m", "benchmarks.grid", "exec", str(spec.run_dir), "--", *spec.command(PY)]
+    assert out.splitlines()[-1] == "sbatch runs/grid/quick/slurm/job.sh"
+
+
+def test_slurm_defaults():
+    code = grid.slurm_script(specs_of("quick")[:2], PY, grid.parse(["submit", "quick", "--slurm"]))
+    assert "#SBATCH --array=0-1\n" in code and "#SBATCH --time=24:00:00\n" in code
+    assert "#SBATCH --cpus-per-task=2\n" in code and "#SBATCH --mem=8G\n" in code
+    assert "--partition" not in code and "--gres" not in code and "--account" not in code
+
+
+def test_slurm_without_sbatch_fails_with_one_line(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    code, _, err = cli("submit", "quick", "--slurm")
+    assert code == 1 and err.startswith("error: sbatch not found on PATH") and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_slurm_submits_a_script_whose_tasks_run_like_local_runs(repo):
+    bin_dir = repo.path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text('#!/bin/sh\necho "$@" > sbatch.args\necho "Submitted batch job 42"\n')
+    (bin_dir / "sbatch").chmod(0o755)
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    result = repo(*STAND_IN_GRID, "--slurm", "--name", "hpc", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "Submitted batch job 42" in result.stdout
+    script = repo.path / "runs/grid/hpc/slurm/job.sh"
+    assert (repo.path / "sbatch.args").read_text().split() == [str(script.relative_to(repo.path))]
+    task = subprocess.run(["bash", str(script)], env={**os.environ, "SLURM_ARRAY_TASK_ID": "3"},
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert task.returncode == 0, task.stderr
+    assert [p.parent.name for p in (repo.path / "runs/grid/hpc").glob(f"**/{grid.DONE}")] == ["seed2"]
+    assert (repo.path / "runs/grid/hpc/Pendulum-v1/sac/seed2" / grid.DONE).exists()
+    again = repo(*STAND_IN_GRID, "--slurm", "--name", "hpc", "--dry-run")
+    assert "#SBATCH --array=0-2\n" in again.stdout  # the finished task is not submitted again
