@@ -84,7 +84,7 @@ def run_sb3(algo: str, env_id: str, steps: int, learning_starts: int, device: st
     model.learn(total_timesteps=steps)
 
 
-def worker(argv: list[str]) -> None:
+def worker_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser()
     p.add_argument("impl", choices=["ours", "sb3"])
     p.add_argument("algo", choices=["td3", "sac"])
@@ -94,7 +94,11 @@ def worker(argv: list[str]) -> None:
     p.add_argument("--measure", type=int, required=True)
     p.add_argument("--device", default="cpu")
     p.add_argument("--flags", default="")
-    a = p.parse_args(argv)
+    return p
+
+
+def worker(argv: list[str]) -> None:
+    a = worker_parser().parse_args(argv)
     process_start = time.perf_counter()
     steps = a.learning_starts + a.burn_in + a.measure
     times: list[float] = []
@@ -102,12 +106,13 @@ def worker(argv: list[str]) -> None:
         run_ours(a.algo, a.env_id, steps, a.learning_starts, a.device, a.flags.split(), times)
     else:
         run_sb3(a.algo, a.env_id, steps, a.learning_starts, a.device, times)
-    ls = a.learning_starts
+    ls, rate = a.learning_starts, steady_rate(times, a.learning_starts + a.burn_in, a.measure)
+    burn_in_s = times[ls + a.burn_in - 1] - times[ls - 1]
     result = {
-        "steps_per_s": steady_rate(times, ls + a.burn_in, a.measure),
+        "steps_per_s": rate,
         "startup_s": times[0] - process_start,
-        "first_update_s": times[ls] - times[ls - 1],  # the first gradient step: includes any compilation
-        "burn_in_s": times[ls + a.burn_in - 1] - times[ls - 1],
+        # what the first burn_in training steps took beyond the steady rate: compilation, graph capture, warm-up
+        "warmup_s": burn_in_s - a.burn_in / rate,
     }
     print("RESULT " + json.dumps(result), flush=True)
 
@@ -171,10 +176,14 @@ def sb3_python() -> Path:
     return python
 
 
-def run_worker(python: Path, impl: str, algo: str, a: argparse.Namespace, flags: str) -> dict:
+def worker_command(python: Path, impl: str, algo: str, a: argparse.Namespace, flags: str) -> list[str]:
     cmd = [str(python), __file__, "worker", impl, algo, "--env-id", a.env_id, "--device", a.device]
     cmd += ["--learning-starts", str(a.learning_starts), "--burn-in", str(a.burn_in), "--measure", str(a.measure)]
-    cmd += ["--flags", flags]
+    return [*cmd, f"--flags={flags}"]  # one word: flags such as --compile must not be parsed as the worker's own
+
+
+def run_worker(python: Path, impl: str, algo: str, a: argparse.Namespace, flags: str) -> dict:
+    cmd = worker_command(python, impl, algo, a, flags)
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
     lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
     if out.returncode != 0 or not lines:
@@ -188,7 +197,7 @@ def main() -> None:
     p.add_argument("--algos", nargs="+", default=["sac", "td3"], choices=["sac", "td3"])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--learning-starts", type=int, default=5000)
-    p.add_argument("--burn-in", type=int, default=1000, help="training steps after learning starts, not timed")
+    p.add_argument("--burn-in", type=int, default=1000, help="training steps after learning starts, untimed")
     p.add_argument("--measure", type=int, default=4000, help="training steps timed")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument(
@@ -224,7 +233,7 @@ def main() -> None:
                 print(f"  repeat {repeat + 1}: {algo} {run[2]:>8}: {result['steps_per_s']:7.1f} steps/s", flush=True)
 
     print(f"\n| algo | impl | steps/s (median of {a.repeats}) | range | ms/step | floor ms/step | "
-          "x floor | ours/SB3 | first update s | start-up s |")  # fmt: skip
+          "x floor | ours/SB3 | compile + warm-up s | start-up s |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|")
     for algo, impl, name in runs:
         sps = [r["steps_per_s"] for r in results[algo, impl, name]]
@@ -232,11 +241,11 @@ def main() -> None:
         floor_ms = step_flops(algo, obs_dim, act_dim) / (rate * 1e9) * 1e3
         sb3 = results.get((algo, "sb3", "SB3"))
         ratio = f"{median / statistics.median(r['steps_per_s'] for r in sb3):.2f}" if sb3 and impl == "ours" else ""
-        first = statistics.median(r["first_update_s"] for r in results[algo, impl, name])
+        warmup = statistics.median(r["warmup_s"] for r in results[algo, impl, name])
         startup = statistics.median(r["startup_s"] for r in results[algo, impl, name])
         print(
             f"| {algo} | {name} | {median:.1f} | {min(sps):.1f}-{max(sps):.1f} | {1e3 / median:.2f} | {floor_ms:.2f} | "
-            f"{1e3 / median / floor_ms:.1f} | {ratio} | {first:.2f} | {startup:.1f} |"
+            f"{1e3 / median / floor_ms:.1f} | {ratio} | {warmup:.1f} | {startup:.1f} |"
         )
     flops = {algo: step_flops(algo, obs_dim, act_dim) / 1e9 for algo in a.algos}
     print(f"\nFLOPs per step: {', '.join(f'{k} {v:.3f} GFLOP' for k, v in flops.items())}; floor = FLOPs / matmul rate")
