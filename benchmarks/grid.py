@@ -301,7 +301,8 @@ def summary(plan_path: Path) -> tuple[str, bool]:
     plan = json.loads(plan_path.read_text())
     unfinished = [Path(r["run_dir"]) for r in plan["runs"] if not (Path(r["run_dir"]) / DONE).exists()]
     failed = [run_dir for run_dir in unfinished if (run_dir / LOG).exists()]
-    counts = f"{len(plan['runs']) - len(unfinished)} ran, {plan['skipped']} skipped (done before), {len(failed)} failed"
+    ran = len(plan["runs"]) - len(unfinished)
+    counts = f"{ran} ran, {plan['skipped']} skipped (done before), {len(failed)} failed or stopped"
     not_started = len(unfinished) - len(failed)
     lines = [f"{plan['grid']}: {counts}" + (f", {not_started} not started" if not_started else "")]
     lines += [f"  {run_dir}: {last_line(run_dir / LOG)}" for run_dir in failed]

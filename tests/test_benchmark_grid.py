@@ -262,7 +262,7 @@ def test_pool_runs_everything_survives_a_failure_and_resumes(repo):
     first = repo(*STAND_IN_GRID, "--workers", "2", "--name", "e2e", env={"STAND_IN_FAIL": failing})
     assert first.returncode == 1, first.stderr
     assert first.stdout.splitlines()[-2:] == [
-        "e2e: 3 ran, 0 skipped (done before), 1 failed",
+        "e2e: 3 ran, 0 skipped (done before), 1 failed or stopped",
         "  runs/grid/e2e/Pendulum-v1/sac/seed2: error: stand-in failure",
     ]
     runs = repo.path / "runs/grid/e2e/Pendulum-v1"
@@ -274,7 +274,7 @@ def test_pool_runs_everything_survives_a_failure_and_resumes(repo):
     pids = {p: (p / "pid").read_text() for p in runs.glob("*/*")}
     second = repo(*STAND_IN_GRID, "--workers", "2", "--name", "e2e")
     assert second.returncode == 0, second.stderr
-    assert second.stdout.splitlines()[-1] == "e2e: 1 ran, 3 skipped (done before), 0 failed"
+    assert second.stdout.splitlines()[-1] == "e2e: 1 ran, 3 skipped (done before), 0 failed or stopped"
     rerun = {p.relative_to(runs).as_posix() for p, pid in pids.items() if (p / "pid").read_text() != pid}
     assert rerun == {"sac/seed2"}
 
@@ -303,7 +303,7 @@ def test_ctrl_c_or_sigterm_stops_every_run(repo, how):
         assert not (pid_file.parent / grid.DONE).exists()
         with pytest.raises(ProcessLookupError):
             os.kill(int(pid_file.read_text()), 0)
-    assert "custom: 0 ran, 0 skipped (done before), 2 failed" in out
+    assert "custom: 0 ran, 0 skipped (done before), 2 failed or stopped" in out
 
 
 # ----------------------------------------------------------------------------- Slurm
