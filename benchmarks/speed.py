@@ -1,7 +1,8 @@
 """Steady training throughput of td3/sac_continuous.py against Stable-Baselines3, and against the compute floor.
 
     python benchmarks/speed.py                       # Hopper-v5 on the CPU, 3 alternating repeats (~10 min on 2 cores)
-    python benchmarks/speed.py --device cuda --env-id HalfCheetah-v5 --variant compiled="--compile" --no-sb3
+    python benchmarks/speed.py --device cuda --env-id HalfCheetah-v5 --no-sb3 \
+        --variant eager= --variant graphs="--compile --cudagraphs"      # on a GPU: eager against compile + graphs
 
 Every run is a fresh process. It trains for learning_starts + burn_in + measure env steps; the clock wraps the
 env's step(), so "steady steps/s" is measure / (wall time from step learning_starts + burn_in to the last
