@@ -279,7 +279,7 @@ class TwinQNetwork(nn.Module):
         constants: gradients still reach obs and actions, but no weight gradients are computed."""
         x = torch.cat([obs, actions], dim=-1).expand(critics, -1, -1)  # [critics, B, O + A]
         for i, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
-            # PERF: the actor step needs dQ/da only; frozen weights skip dQ/dθ, a third of its matmul work
+            # PERF: the actor step needs dQ/da only; frozen weights skip dQ/dθ, a third of the critics' matmuls there
             w, b = (weight.detach(), bias.detach()) if frozen else (weight, bias)
             x = torch.baddbmm(b[:critics], x, w[:critics])
             if i < len(self.weights) - 1:
