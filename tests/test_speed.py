@@ -102,3 +102,14 @@ def test_compiled_training_run(algo, train, tmp_path):
     losses = read_scalars(tmp_path / "runs" / result["run_name"])
     assert result["global_step"] == 600 and not result["interrupted"]
     assert losses["losses/qf_loss"] and all(math.isfinite(v) for _, v in losses["losses/qf_loss"])
+
+
+def test_training_flushes_subnormals_to_zero(algo, train):
+    subnormal = torch.tensor([1e-39])  # below float32's smallest normal number, 1.2e-38
+    torch.set_flush_denormal(False)
+    try:
+        assert (subnormal * 1.0).item() > 0
+        train(algo, total_timesteps=1, learning_starts=0)
+        assert (subnormal * 1.0).item() == 0, "subnormal arithmetic is many times slower on x86"
+    finally:
+        torch.set_flush_denormal(False)
