@@ -16,7 +16,9 @@ target noise 0.2 clipped at 0.5; SAC with auto-alpha (initial 1) and target entr
 its own virtual environment (.bench-venvs/sb3, from benchmarks/requirements-sb3.txt) and never imported here.
 
 The floor: FLOPs of the matrix products one env step costs (counted from the layer sizes below) divided by the
-float32 matmul rate this process measures on 256x256x256 products, on the same threads, in the same run.
+float32 matmul rate this process measures on 256x256x256 products, on the same threads, in the same run. A second,
+measured floor for our scripts: the matrix products of the last two training steps of each run are recorded (the
+same ops, shapes and memory layouts) and replayed back to back, with nothing else in between.
 """
 
 import argparse
@@ -53,18 +55,91 @@ def steady_rate(times: list[float], start: int, measure: int) -> float:
     return measure / (times[start + measure - 1] - times[start - 1])
 
 
+MATRIX_PRODUCTS = {"aten.mm.default", "aten.addmm.default", "aten.bmm.default", "aten.baddbmm.default"}
+
+
+def product_recorder():
+    """A torch dispatch mode that, while active, keeps every matrix product as (op, copied operands, kwargs);
+    the copies keep each operand's shape and memory layout (transposed, expanded), so a replay runs the very
+    kernels the training step ran."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_map
+
+    def copy_operand(x):
+        if not isinstance(x, torch.Tensor):
+            return x
+        if 0 in x.stride():  # a broadcast operand: copy the one slice it repeats, then broadcast the copy
+            base = x[tuple(slice(0, 1) if stride == 0 else slice(None) for stride in x.stride())]
+            return base.detach().clone(memory_format=torch.preserve_format).expand(x.shape)
+        return x.detach().clone(memory_format=torch.preserve_format)
+
+    class Recorder(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if str(func) in MATRIX_PRODUCTS:
+                self.calls.append((func, tree_map(copy_operand, args), kwargs or {}))
+            return func(*args, **(kwargs or {}))
+
+    return Recorder()
+
+
+def replay_ms(calls, device: str, seconds: float = 1.0) -> float:
+    """Milliseconds per replay of the recorded products, back to back (median of 5 timed blocks)."""
+    import torch
+
+    def sync():
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    with torch.no_grad():
+        times = []
+        for _ in range(6):  # the first block warms up and is dropped
+            n, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds / 6:
+                for func, args, kwargs in calls:
+                    func(*args, **kwargs)
+                n += 1
+            sync()
+            times.append((time.perf_counter() - start) / n * 1e3)
+    return statistics.median(times[1:])
+
+
 def run_ours(algo: str, env_id: str, steps: int, learning_starts: int, device: str, flags: list[str], times):
     sys.path.insert(0, str(ROOT))
     module = __import__(f"{algo}_continuous")
     import tyro
 
+    recorder = product_recorder()
+    compiled = {"--compile", "--cudagraphs"} & set(flags)  # compiled kernels and graph replays bypass the recorder
+
+    def record_last_two_steps(env):
+        """Records from the end of env step steps - 2 to the end of the last one: two full training steps (for
+        TD3 one with and one without the delayed actor update), each with its acting, sampling and updates."""
+        step = env.step
+
+        def recording_step(actions):
+            result = step(actions)
+            if len(times) == steps - 2 and not compiled:
+                recorder.__enter__()
+            elif len(times) == steps and not compiled:
+                recorder.__exit__(None, None, None)
+            return result
+
+        env.step = recording_step
+        return env
+
     make_vector_env = module.make_vector_env
-    module.make_vector_env = lambda args: step_clock(make_vector_env(args), times)
+    module.make_vector_env = lambda args: record_last_two_steps(step_clock(make_vector_env(args), times))
     argv = ["--env-id", env_id, "--total-timesteps", str(steps), "--learning-starts", str(learning_starts)]
     argv += ["--eval-frequency", str(10 * steps), "--eval-episodes", "1", "--run-name", f"speed/{algo}"]
     argv += ["--buffer-size", "1000000", "--batch-size", str(BATCH)]
     argv += ([] if device == "cuda" else ["--no-cuda"]) + flags
     module.main(tyro.cli(module.Args, args=argv))
+    return recorder.calls
 
 
 def run_sb3(algo: str, env_id: str, steps: int, learning_starts: int, device: str, times):
@@ -103,8 +178,9 @@ def worker(argv: list[str]) -> None:
     process_start = time.perf_counter()
     steps = a.learning_starts + a.burn_in + a.measure
     times: list[float] = []
+    products = None
     if a.impl == "ours":
-        run_ours(a.algo, a.env_id, steps, a.learning_starts, a.device, a.flags.split(), times)
+        products = run_ours(a.algo, a.env_id, steps, a.learning_starts, a.device, a.flags.split(), times)
     else:
         run_sb3(a.algo, a.env_id, steps, a.learning_starts, a.device, times)
     ls, rate = a.learning_starts, steady_rate(times, a.learning_starts + a.burn_in, a.measure)
@@ -115,6 +191,8 @@ def worker(argv: list[str]) -> None:
         # what the first burn_in training steps took beyond the steady rate: compilation, graph capture, warm-up
         "warmup_s": burn_in_s - a.burn_in / rate,
     }
+    if products:  # recorded over the last two steps
+        result |= {"products_ms": replay_ms(products, a.device) / 2, "products": len(products) / 2}
     print("RESULT " + json.dumps(result), flush=True)
 
 
@@ -233,9 +311,9 @@ def main() -> None:
                 results[run].append(result)
                 print(f"  repeat {repeat + 1}: {algo} {run[2]:>8}: {result['steps_per_s']:7.1f} steps/s", flush=True)
 
-    print(f"\n| algo | impl | steps/s (median of {a.repeats}) | range | ms/step | floor ms/step | "
-          "x floor | ours/SB3 | compile + warm-up s | start-up s |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(f"\n| algo | impl | steps/s (median of {a.repeats}) | range | ms/step | matmuls alone ms/step | "
+          "floor ms/step | x floor | ours/SB3 | compile + warm-up s | start-up s |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for algo, impl, name in runs:
         sps = [r["steps_per_s"] for r in results[algo, impl, name]]
         median = statistics.median(sps)
@@ -244,12 +322,22 @@ def main() -> None:
         ratio = f"{median / statistics.median(r['steps_per_s'] for r in sb3):.2f}" if sb3 and impl == "ours" else ""
         warmup = statistics.median(r["warmup_s"] for r in results[algo, impl, name])
         startup = statistics.median(r["startup_s"] for r in results[algo, impl, name])
+        alone = [r["products_ms"] for r in results[algo, impl, name] if "products_ms" in r]
+        alone = f"{statistics.median(alone):.2f}" if alone else ""
         print(
-            f"| {algo} | {name} | {median:.1f} | {min(sps):.1f}-{max(sps):.1f} | {1e3 / median:.2f} | {floor_ms:.2f} | "
+            f"| {algo} | {name} | {median:.1f} | {min(sps):.1f}-{max(sps):.1f} | {1e3 / median:.2f} | {alone} | "
+            f"{floor_ms:.2f} | "
             f"{1e3 / median / floor_ms:.1f} | {ratio} | {warmup:.1f} | {startup:.1f} |"
         )
     flops = {algo: step_flops(algo, obs_dim, act_dim) / 1e9 for algo in a.algos}
     print(f"\nFLOPs per step: {', '.join(f'{k} {v:.3f} GFLOP' for k, v in flops.items())}; floor = FLOPs / matmul rate")
+    products = {algo: r["products"] for (algo, _, _), rs in results.items() for r in rs if "products" in r}
+    if products:
+        print(
+            "matmuls alone: the matrix products of one training step of ours "
+            f"({', '.join(f'{k} {v:g}' for k, v in products.items())} products; TD3: the mean of a step with and one "
+            "without the delayed actor update), replayed back to back"
+        )
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
 """benchmarks/speed.py: the FLOP count of the floor, the steady-rate clock, and the worker command line."""
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from benchmarks import speed
 
@@ -49,3 +51,33 @@ def test_worker_command_keeps_script_flags_as_one_argument():
     parsed = speed.worker_parser().parse_args(cmd[3:])
     assert (parsed.impl, parsed.algo, parsed.flags) == ("ours", "sac", "--compile --batch-size 512")
     assert (parsed.learning_starts, parsed.burn_in, parsed.measure) == (5, 2, 3)
+
+
+def test_product_recorder_keeps_only_matrix_products_with_their_layouts():
+    x, w, bias = torch.randn(4, 3), torch.randn(5, 3), torch.randn(5)
+    batched_x, batched_w = torch.randn(2, 4, 3), torch.randn(2, 3, 5)
+    recorder = speed.product_recorder()
+    with recorder:
+        y = torch.relu(torch.nn.functional.linear(x, w, bias))  # addmm on the transposed weight, and a ReLU
+        z = torch.baddbmm(bias.expand(2, 4, 5), batched_x, batched_w)  # a broadcast operand
+    assert [str(func) for func, _, _ in recorder.calls] == ["aten.addmm.default", "aten.baddbmm.default"]
+    (addmm, addmm_args, _), (baddbmm, baddbmm_args, _) = recorder.calls
+    assert addmm_args[2].stride() == w.t().stride() and baddbmm_args[0].stride() == (0, 0, 1)
+    assert all(a.data_ptr() != b.data_ptr() for a, b in zip(baddbmm_args, (bias, batched_x, batched_w), strict=True))
+    torch.testing.assert_close(torch.relu(addmm(*addmm_args)), y)
+    torch.testing.assert_close(baddbmm(*baddbmm_args), z)
+    assert speed.replay_ms(recorder.calls, "cpu", seconds=0.06) > 0
+
+
+@pytest.mark.parametrize(("algo", "products_per_step"), [("sac", 36), ("td3", 24)])
+def test_worker_records_exactly_two_training_steps_of_products(algo, products_per_step, tmp_path, monkeypatch, capsys):
+    """Counted by hand, with a backward pass costing a weight- and an input-gradient product per layer, minus the
+    ones nothing needs (the gradient of the observations, the critics' weights in the actor step). SAC: critic
+    step 4 + 3 + 3 + 5, actor step 4 + 3 + 3 + 7, acting 4. TD3: critic step 3 + 3 + 3 + 5, an actor step
+    3 + 3 + 3 + 5 every second step, acting 3."""
+    monkeypatch.chdir(tmp_path)
+    steps = ["--learning-starts", "40", "--burn-in", "5", "--measure", "20"]
+    speed.worker(["ours", algo, "--env-id", "Pendulum-v1", *steps, "--flags=--batch-size 16"])
+    result = json.loads(capsys.readouterr().out.split("RESULT ")[-1])
+    assert result["products"] == products_per_step and result["products_ms"] > 0
+    assert result["steps_per_s"] > 0
