@@ -105,8 +105,8 @@ def test_compiled_training_run(algo, train, tmp_path):
 
 
 def test_training_flushes_subnormals_to_zero(algo, train):
+    torch.set_flush_denormal(False)  # earlier tests' training runs left it on
     subnormal = torch.tensor([1e-39])  # below float32's smallest normal number, 1.2e-38
-    torch.set_flush_denormal(False)
     try:
         assert (subnormal * 1.0).item() > 0
         train(algo, total_timesteps=1, learning_starts=0)
