@@ -100,7 +100,8 @@ def test_td3_actor_step_changes_only_the_actor():
 def test_frozen_critic_passes_the_same_action_gradient(algo):
     """frozen=True skips the critics' weight gradients but must not change dQ/da, which drives the actor."""
     _, qf, _, _ = networks(algo)
-    obs, actions = make_batch().obs, make_batch().actions.requires_grad_(True)
+    batch = make_batch()
+    obs, actions = batch.obs, batch.actions.requires_grad_(True)
     (grad_full,) = torch.autograd.grad(qf(obs, actions).sum(), actions)
     (grad_frozen,) = torch.autograd.grad(qf(obs, actions, frozen=True).sum(), actions)
     torch.testing.assert_close(grad_frozen, grad_full, rtol=0, atol=0)
