@@ -11,15 +11,21 @@ Help:  python sac_continuous.py --help
 Shapes: B batch, N parallel envs, O observation dim, A action dim. Rewards, termination
 flags, Q-values and log-probabilities are [B, 1]; the twin critic returns both critics as [2, B, 1].
 
-Where log π lives: the actor samples u ~ N(μ(s), σ(s)²) in R^A, squashes it to y = tanh(u) in
-(-1, 1)^A, and only then maps y affinely onto the env's Box. log π is the density of y, before that
-affine map, so the target entropy -|A| means the same on every env whatever its action bounds. The
-density of the env's action differs by the constant -Σ log(half-range): it would move where α
-settles, never the actor's gradient (tests/test_sac_maths.py checks both densities).
+Notation (the blog's): the actor samples z ~ X = N(μ(s), σ(s)²) in R^A and squashes it to a = tanh(z),
+distributed as Y in (-1, 1)^A. The papers call z u.
+
+One action space for everything: the actor, the critics, the replay buffer, log π and the target
+entropy -|A| all work with the normalized action a in [-1, 1]^A. Only `to_env_actions` maps it per
+dimension onto the env's Box (bias + scale * a) when it is handed to env.step. So the critics see inputs
+of the same size on every env (an action dimension in [200, 260] would otherwise enter their first layer
+as a large constant), and one set of hyperparameters works whatever the env's units. The density of the
+env's action differs from log π by the constant -Σ log(scale): it would move where α settles, never the
+actor's gradient (tests/test_sac_maths.py checks both densities).
 
 Deliberate departures from the papers (marked `# NOTE:` in the code):
 - log σ is squashed smoothly into [-5, 2], so σ can neither collapse nor explode.
 - 5k uniformly random warm-up steps before learning (the papers do not specify any).
+- The critics take the normalized action in [-1, 1]^A, not the env's units (as Stable-Baselines3 does).
 - With --num-envs N, each vector step (N transitions) is followed by one gradient step.
 """
 
@@ -213,9 +219,13 @@ def stop_if_non_finite(values: dict[str, float], global_step: int) -> None:
         )
 
 
-def to_env_actions(actions: torch.Tensor, space: gym.spaces.Box) -> np.ndarray:
-    """The one host sync per step; clipping in the Box's own dtype guarantees low <= a <= high."""
-    return np.clip(actions.cpu().numpy().astype(space.dtype), space.low, space.high)
+def to_env_actions(actions: np.ndarray, space: gym.spaces.Box) -> np.ndarray:
+    """Normalized actions in [-1, 1]^A mapped per dimension onto the env's Box: bias + scale * a, with
+    scale = (high - low) / 2 and bias = (high + low) / 2. The only place that knows the env's units; clipping
+    in the Box's own dtype guarantees low <= a <= high despite rounding."""
+    # NOTE: the env's units appear only here; actor, critics and replay buffer use the normalized action
+    scale, bias = (space.high - space.low) / 2, (space.high + space.low) / 2
+    return np.clip((bias + scale * actions).astype(space.dtype), space.low, space.high)
 
 
 # ----------------------------------------------------------------------------- replay buffer
@@ -258,7 +268,7 @@ class ReplayBuffer:
 
 # ----------------------------------------------------------------------------- networks
 class TwinQNetwork(nn.Module):
-    """Two independent critics Q1, Q2 (obs [B, O], action [B, A] -> [2, B, 1]).
+    """Two independent critics Q1, Q2 (obs [B, O], normalized action [B, A] in [-1, 1]^A -> [2, B, 1]).
 
     Layer weights of both critics are stored side by side ([2, in, out]), so one batched matmul
     per layer evaluates both. This computes exactly what two separate MLPs would.
@@ -291,20 +301,14 @@ LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
 
 class Actor(nn.Module):
-    """Squashed Gaussian policy π(·|s): obs [B, O] -> mean μ and log σ [B, A] of the Gaussian before tanh."""
+    """Squashed Gaussian policy π(·|s): obs [B, O] -> mean μ and log σ [B, A] of X, the Gaussian before tanh.
+    Its actions a = tanh(z) are normalized, in (-1, 1)^A; `to_env_actions` maps them onto the env's Box."""
 
-    def __init__(self, obs_dim: int, action_low: np.ndarray, action_high: np.ndarray, hidden: int = 256):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256):
         super().__init__()
-        act_dim = len(action_low)
         self.trunk = nn.Sequential(nn.Linear(obs_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
         self.mean = nn.Linear(hidden, act_dim)
         self.log_std = nn.Linear(hidden, act_dim)
-        # Per-dimension affine map from tanh's (-1, 1) onto (low, high); buffers move with .to(device)
-        low, high = (torch.as_tensor(b, dtype=torch.float32) for b in (action_low, action_high))
-        self.register_buffer("action_low", low)
-        self.register_buffer("action_high", high)
-        self.register_buffer("action_scale", (high - low) / 2)
-        self.register_buffer("action_bias", (high + low) / 2)
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         hidden = self.trunk(obs)
@@ -313,27 +317,26 @@ class Actor(nn.Module):
         return self.mean(hidden), log_std  # [B, A], [B, A]
 
     def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reparameterised sample: the env action [B, A] and log π of its squashed value [B, 1]."""
+        """Reparameterised sample: the action a = tanh(z) [B, A] and its log-density log π(a|s) [B, 1]."""
         mean, log_std = self(obs)
-        pre_tanh = mean + log_std.exp() * torch.randn_like(mean)  # u = μ + σ ε: gradients reach μ and σ
-        log_prob = squashed_gaussian_log_prob(pre_tanh, mean, log_std)
-        return torch.tanh(pre_tanh) * self.action_scale + self.action_bias, log_prob
+        z = mean + log_std.exp() * torch.randn_like(mean)  # z = μ + σ ε ~ X: gradients reach μ and σ
+        return torch.tanh(z), squashed_gaussian_log_prob(z, mean, log_std)
 
     def deterministic(self, obs: torch.Tensor) -> torch.Tensor:
-        """The evaluation action: tanh of the Gaussian's mean, mapped onto the Box, [B, A]."""
-        return torch.tanh(self(obs)[0]) * self.action_scale + self.action_bias
+        """The evaluation action: tanh of the Gaussian's mean, [B, A]."""
+        return torch.tanh(self(obs)[0])
 
 
 # ----------------------------------------------------------------------------- losses and updates
-def squashed_gaussian_log_prob(pre_tanh: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
-    """log π(y|s) of y = tanh(u), u ~ N(μ, σ²), by the change of variables (1801.01290, Appendix C):
-    log π(y|s) = Σ_i [log N(u_i; μ_i, σ_i) - log(1 - tanh(u_i)²)].  u, μ, log σ: [B, A] -> [B, 1]."""
-    # 1. Gaussian log-density of the pre-tanh sample u
-    gaussian = -0.5 * ((pre_tanh - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
-    # 2. log|d tanh(u)/du| = log(1 - tanh(u)²) = 2 (log 2 - u - softplus(-2u)): exact for every u, while
-    #    1 - tanh(u)² itself rounds to 0 in float32 once |u| > 9 (and the naive log gives -inf)
-    log_det_jacobian = 2 * (math.log(2) - pre_tanh - F.softplus(-2 * pre_tanh))
-    # 3. Density of y = density of u divided by |det J|; independent dimensions add up
+def squashed_gaussian_log_prob(z: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """log π(a|s) of a = tanh(z), z ~ X = N(μ, σ²), by the change of variables (1801.01290, Appendix C):
+    log π(a|s) = Σ_i [log N(z_i; μ_i, σ_i) - log(1 - tanh(z_i)²)].  z, μ, log σ: [B, A] -> [B, 1]."""
+    # 1. Gaussian log-density of the pre-tanh sample z
+    gaussian = -0.5 * ((z - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
+    # 2. log|d tanh(z)/dz| = log(1 - tanh(z)²) = 2 (log 2 - z - softplus(-2z)): exact for every z, while
+    #    1 - tanh(z)² itself rounds to 0 in float32 once |z| > 9 (and the naive log gives -inf)
+    log_det_jacobian = 2 * (math.log(2) - z - F.softplus(-2 * z))
+    # 3. Density of a = density of z divided by |det J|; independent dimensions add up
     return (gaussian - log_det_jacobian).sum(dim=-1, keepdim=True)
 
 
@@ -462,7 +465,7 @@ def evaluate(policy, env: gym.Env, episodes: int, seed: int, device: torch.devic
         done, episode_return = False, 0.0
         while not done:
             action = policy(torch.as_tensor(obs, dtype=torch.float32, device=device)[None])[0]
-            obs, reward, terminated, truncated, _ = env.step(to_env_actions(action, env.action_space))
+            obs, reward, terminated, truncated, _ = env.step(to_env_actions(action.cpu().numpy(), env.action_space))
             episode_return += float(reward)
             done = terminated or truncated
         returns.append(episode_return)
@@ -487,8 +490,11 @@ def load_actor(path: str, device: torch.device) -> tuple[Actor, dict]:
     if checkpoint.get("algorithm") != ALGORITHM:
         raise StopRun(f"{path} is a {checkpoint.get('algorithm')!r} checkpoint; load it with its own script")
     spaces = checkpoint["spaces"]
-    actor = Actor(spaces["obs_dim"], np.array(spaces["action_low"]), np.array(spaces["action_high"]))
-    actor.load_state_dict(checkpoint["actor"])
+    actor = Actor(spaces["obs_dim"], len(spaces["action_low"]))
+    # Checkpoints from before the actor worked in [-1, 1]^A also hold the Box as buffers: the same map as
+    # to_env_actions, whose bounds are in "spaces" (and checked against the env), so they are dropped
+    old_buffers = ("action_low", "action_high", "action_scale", "action_bias")
+    actor.load_state_dict({k: v for k, v in checkpoint["actor"].items() if k not in old_buffers})
     return actor.to(device).eval(), checkpoint
 
 
@@ -557,7 +563,7 @@ def main(args: Args) -> dict:
     action_space = envs.single_action_space
     obs_dim, act_dim = envs.single_observation_space.shape[0], action_space.shape[0]
 
-    actor = Actor(obs_dim, action_space.low, action_space.high).to(device)
+    actor = Actor(obs_dim, act_dim).to(device)
     qf = TwinQNetwork(obs_dim, act_dim).to(device)
     qf_target = copy.deepcopy(qf)
     # PERF: fused Adam, one kernel per step (capturable: the step count stays on the GPU, for CUDA graphs)
@@ -610,7 +616,7 @@ def main(args: Args) -> dict:
         return update_alpha(log_alpha, alpha_optimizer, log_prob, target_entropy)
 
     obs, _ = envs.reset(seed=args.seed)
-    envs.action_space.seed(args.seed)
+    random_actions = gym.spaces.Box(-1.0, 1.0, (args.num_envs, act_dim), seed=args.seed)  # for the warm-up
     episode_returns, episode_lengths = np.zeros(args.num_envs), np.zeros(args.num_envs, dtype=int)
     recent_returns: deque[float] = deque(maxlen=10)
     global_step, updates, next_eval, last_eval, interrupted = 0, 0, args.eval_frequency, 0, False
@@ -621,15 +627,15 @@ def main(args: Args) -> dict:
         while global_step < args.total_timesteps:
             # Act: uniformly random during warm-up, then samples of the stochastic policy
             if global_step < args.learning_starts:
-                actions = envs.action_space.sample()
+                actions = random_actions.sample()  # [N, A], uniform on [-1, 1]^A, so uniform on the Box
             else:
                 with torch.no_grad():
                     obs_tensor = torch.as_tensor(obs, dtype=torch.float32, device=device)
-                    actions = to_env_actions(act(obs_tensor), envs.action_space)
+                    actions = act(obs_tensor).cpu().numpy()  # [N, A] in [-1, 1]^A; the one host sync per step
                 if not np.isfinite(actions).all():  # a diverged actor: name the losses that went first
                     latest = {k: v.item() for k, v in (metrics | actor_metrics).items()}
                     stop_if_non_finite(latest | {"actions": math.nan}, global_step)
-            next_obs, rewards, terminations, truncations, infos = envs.step(actions)
+            next_obs, rewards, terminations, truncations, infos = envs.step(to_env_actions(actions, envs.action_space))
             global_step += args.num_envs
 
             episode_returns += rewards

@@ -12,8 +12,11 @@ flags and Q-values are [B, 1]; the twin critic returns both critics at once as [
 Deliberate departures from the paper (marked `# NOTE:` in the code):
 - 256-256 networks, learning rate 3e-4 and 25k random warm-up steps, as in the authors'
   updated reference code (github.com/sfujim/TD3); the paper used 400-300 units and 1e-3.
-- The actor's tanh output is mapped per dimension onto the env's Box [low, high], and every
-  noise scale is a fraction of that dimension's half-range (the paper assumes [-1, 1]).
+- Everything works in the normalized action space [-1, 1]^A, as the paper assumes: the actor's tanh
+  output, both noises, the replay buffer and the critics' input. Only `to_env_actions` maps an action
+  per dimension onto the env's Box (bias + scale * a) for env.step, so each noise scale is a fraction of
+  that dimension's half-range. The authors' code gives the critics max_action * tanh(·), in the env's
+  units: an action dimension in [200, 260] would enter their first layer as a large constant.
 - With --num-envs N, each vector step (N transitions) is followed by one gradient step.
 """
 
@@ -206,9 +209,13 @@ def stop_if_non_finite(values: dict[str, float], global_step: int) -> None:
         )
 
 
-def to_env_actions(actions: torch.Tensor, space: gym.spaces.Box) -> np.ndarray:
-    """The one host sync per step; clipping in the Box's own dtype guarantees low <= a <= high."""
-    return np.clip(actions.cpu().numpy().astype(space.dtype), space.low, space.high)
+def to_env_actions(actions: np.ndarray, space: gym.spaces.Box) -> np.ndarray:
+    """Normalized actions in [-1, 1]^A mapped per dimension onto the env's Box: bias + scale * a, with
+    scale = (high - low) / 2 and bias = (high + low) / 2. The only place that knows the env's units; clipping
+    in the Box's own dtype guarantees low <= a <= high despite rounding."""
+    # NOTE: the env's units appear only here; actor, critics and replay buffer use the normalized action
+    scale, bias = (space.high - space.low) / 2, (space.high + space.low) / 2
+    return np.clip((bias + scale * actions).astype(space.dtype), space.low, space.high)
 
 
 # ----------------------------------------------------------------------------- replay buffer
@@ -251,7 +258,7 @@ class ReplayBuffer:
 
 # ----------------------------------------------------------------------------- networks
 class TwinQNetwork(nn.Module):
-    """Two independent critics Q1, Q2 (obs [B, O], action [B, A] -> [2, B, 1]).
+    """Two independent critics Q1, Q2 (obs [B, O], normalized action [B, A] in [-1, 1]^A -> [2, B, 1]).
 
     Layer weights of both critics are stored side by side ([2, in, out]), so one batched matmul
     per layer evaluates both. This computes exactly what two separate MLPs would.
@@ -281,38 +288,34 @@ class TwinQNetwork(nn.Module):
 
 
 class Actor(nn.Module):
-    """Deterministic policy μ(s): obs [B, O] -> action [B, A] inside the env's Box."""
+    """Deterministic policy μ(s): obs [B, O] -> normalized action [B, A] in [-1, 1]^A (`to_env_actions`
+    maps it onto the env's Box)."""
 
-    def __init__(self, obs_dim: int, action_low: np.ndarray, action_high: np.ndarray, hidden: int = 256):
+    def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256):
         super().__init__()
-        act_dim = len(action_low)
         self.net = nn.Sequential(
             nn.Linear(obs_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, act_dim)
         )
-        # Per-dimension affine map from tanh's (-1, 1) onto (low, high); buffers move with .to(device)
-        low, high = (torch.as_tensor(b, dtype=torch.float32) for b in (action_low, action_high))
-        self.register_buffer("action_low", low)
-        self.register_buffer("action_high", high)
-        self.register_buffer("action_scale", (high - low) / 2)
-        self.register_buffer("action_bias", (high + low) / 2)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.net(obs)) * self.action_scale + self.action_bias  # [B, A]
+        return torch.tanh(self.net(obs))  # [B, A]
 
 
 # ----------------------------------------------------------------------------- losses and updates
 def explore(actor: Actor, obs: torch.Tensor, args: Args) -> torch.Tensor:
-    """Behaviour action: μ(s) plus Gaussian noise of std exploration_noise * half-range, [N, A]."""
+    """Behaviour action: μ(s) + N(0, exploration_noise²), clipped to [-1, 1]^A, [N, A]. In normalized units the
+    noise std is a fraction of each dimension's half-range; the clipped action is what the env gets and the
+    replay buffer stores."""
     action = actor(obs)
-    return action + torch.randn_like(action) * args.exploration_noise * actor.action_scale
+    return (action + torch.randn_like(action) * args.exploration_noise).clamp(-1.0, 1.0)
 
 
 def target_actions(actor_target: Actor, next_obs: torch.Tensor, args: Args) -> torch.Tensor:
-    """Target policy smoothing (paper Sec. 5.3): μ'(s') + clip(N(0, σ), -c, c), kept inside the Box."""
+    """Target policy smoothing (paper Sec. 5.3): ã' = clip(μ'(s') + clip(N(0, σ²), -c, c), -1, 1), [B, A]. In
+    normalized units σ and c are fractions of each dimension's half-range, and the Box is [-1, 1]^A."""
     action = actor_target(next_obs)  # [B, A]
     noise = (torch.randn_like(action) * args.policy_noise).clamp(-args.noise_clip, args.noise_clip)
-    # σ and c are in units of each dimension's half-range; the clamp uses per-dimension bounds
-    return (action + noise * actor_target.action_scale).clamp(actor_target.action_low, actor_target.action_high)
+    return (action + noise).clamp(-1.0, 1.0)
 
 
 def critic_loss(
@@ -416,7 +419,7 @@ def evaluate(policy, env: gym.Env, episodes: int, seed: int, device: torch.devic
         done, episode_return = False, 0.0
         while not done:
             action = policy(torch.as_tensor(obs, dtype=torch.float32, device=device)[None])[0]
-            obs, reward, terminated, truncated, _ = env.step(to_env_actions(action, env.action_space))
+            obs, reward, terminated, truncated, _ = env.step(to_env_actions(action.cpu().numpy(), env.action_space))
             episode_return += float(reward)
             done = terminated or truncated
         returns.append(episode_return)
@@ -441,8 +444,11 @@ def load_actor(path: str, device: torch.device) -> tuple[Actor, dict]:
     if checkpoint.get("algorithm") != ALGORITHM:
         raise StopRun(f"{path} is a {checkpoint.get('algorithm')!r} checkpoint; load it with its own script")
     spaces = checkpoint["spaces"]
-    actor = Actor(spaces["obs_dim"], np.array(spaces["action_low"]), np.array(spaces["action_high"]))
-    actor.load_state_dict(checkpoint["actor"])
+    actor = Actor(spaces["obs_dim"], len(spaces["action_low"]))
+    # Checkpoints from before the actor worked in [-1, 1]^A also hold the Box as buffers: the same map as
+    # to_env_actions, whose bounds are in "spaces" (and checked against the env), so they are dropped
+    old_buffers = ("action_low", "action_high", "action_scale", "action_bias")
+    actor.load_state_dict({k: v for k, v in checkpoint["actor"].items() if k not in old_buffers})
     return actor.to(device).eval(), checkpoint
 
 
@@ -511,7 +517,7 @@ def main(args: Args) -> dict:
     action_space = envs.single_action_space
     obs_dim, act_dim = envs.single_observation_space.shape[0], action_space.shape[0]
 
-    actor = Actor(obs_dim, action_space.low, action_space.high).to(device)
+    actor = Actor(obs_dim, act_dim).to(device)
     qf = TwinQNetwork(obs_dim, act_dim).to(device)
     actor_target, qf_target = copy.deepcopy(actor), copy.deepcopy(qf)
     # PERF: fused Adam, one kernel per step (capturable: the step count stays on the GPU, for CUDA graphs)
@@ -554,7 +560,7 @@ def main(args: Args) -> dict:
         return update_actor(Batch(*batch), actor, qf, actor_optimizer)
 
     obs, _ = envs.reset(seed=args.seed)
-    envs.action_space.seed(args.seed)
+    random_actions = gym.spaces.Box(-1.0, 1.0, (args.num_envs, act_dim), seed=args.seed)  # for the warm-up
     episode_returns, episode_lengths = np.zeros(args.num_envs), np.zeros(args.num_envs, dtype=int)
     recent_returns: deque[float] = deque(maxlen=10)
     global_step, updates, next_eval, last_eval, interrupted = 0, 0, args.eval_frequency, 0, False
@@ -565,15 +571,15 @@ def main(args: Args) -> dict:
         while global_step < args.total_timesteps:
             # Act: uniformly random during warm-up, then the actor plus exploration noise
             if global_step < args.learning_starts:
-                actions = envs.action_space.sample()
+                actions = random_actions.sample()  # [N, A], uniform on [-1, 1]^A, so uniform on the Box
             else:
                 with torch.no_grad():
                     obs_tensor = torch.as_tensor(obs, dtype=torch.float32, device=device)
-                    actions = to_env_actions(act(obs_tensor), envs.action_space)
+                    actions = act(obs_tensor).cpu().numpy()  # [N, A] in [-1, 1]^A; the one host sync per step
                 if not np.isfinite(actions).all():  # a diverged actor: name the losses that went first
                     latest = {k: v.item() for k, v in (metrics | actor_metrics).items()}
                     stop_if_non_finite(latest | {"actions": math.nan}, global_step)
-            next_obs, rewards, terminations, truncations, infos = envs.step(actions)
+            next_obs, rewards, terminations, truncations, infos = envs.step(to_env_actions(actions, envs.action_space))
             global_step += args.num_envs
 
             episode_returns += rewards

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import PREDICTABLE
-from tests.predictable_env import TERMINATE_AFTER, TIME_LIMIT, terminates
+from tests.predictable_env import ACTION_HIGH, ACTION_LOW, TERMINATE_AFTER, TIME_LIMIT, terminates
 
 
 def stored_transitions(result) -> dict[str, np.ndarray]:
@@ -29,8 +29,10 @@ def test_every_stored_transition_is_real(algo, train, num_envs):
     np.testing.assert_array_equal(next_seed, env_seed)
     np.testing.assert_array_equal(next_episode, episode)
     np.testing.assert_array_equal(next_step, step + 1)
-    # The stored action is the one the env was given, and it produced the stored reward
-    np.testing.assert_allclose(t["rewards"][:, 0], step + t["actions"].sum(axis=1), rtol=1e-6, atol=1e-6)
+    # The stored action is the normalized one the env was given (mapped onto its Box), and it produced the reward
+    assert (np.abs(t["actions"]) <= 1).all(), "actions are stored in [-1, 1]^A, not in the env's units"
+    env_actions = algo.to_env_actions(t["actions"], algo.gym.spaces.Box(ACTION_LOW, ACTION_HIGH))
+    np.testing.assert_allclose(t["rewards"][:, 0], step + env_actions.sum(axis=1), rtol=1e-6, atol=1e-6)
     # Termination is stored only where the env really terminated; time-limit truncation is not termination
     expected_done = [
         terminates(int(s), int(e)) and n == TERMINATE_AFTER

@@ -16,8 +16,7 @@ LOW, HIGH = np.array([-1.0, 0.0, -5.0], np.float32), np.array([3.0, 0.5, -2.0], 
 
 def make_batch(terminations: float = 0.0, seed: int = 0) -> td3.Batch:
     g = torch.Generator().manual_seed(seed)
-    low, high = torch.as_tensor(LOW), torch.as_tensor(HIGH)
-    actions = low + (high - low) * torch.rand(BATCH, len(LOW), generator=g)
+    actions = 2 * torch.rand(BATCH, len(LOW), generator=g) - 1  # normalized, as the replay buffer stores them
     obs, next_obs = torch.randn(BATCH, OBS_DIM, generator=g), torch.randn(BATCH, OBS_DIM, generator=g)
     rewards = torch.randn(BATCH, 1, generator=g)
     return td3.Batch(obs, actions, rewards, next_obs, torch.full((BATCH, 1), terminations))
@@ -25,7 +24,7 @@ def make_batch(terminations: float = 0.0, seed: int = 0) -> td3.Batch:
 
 def networks(module):
     torch.manual_seed(0)
-    actor = module.Actor(OBS_DIM, LOW, HIGH)
+    actor = module.Actor(OBS_DIM, len(LOW))
     qf = module.TwinQNetwork(OBS_DIM, len(LOW))
     return actor, qf, copy.deepcopy(actor), copy.deepcopy(qf)
 
@@ -189,7 +188,7 @@ def test_sac_target_is_soft_clipped_double_q_masked_by_termination(done):
         u = mean + log_std.exp() * torch.randn_like(mean)
         tanh = TanhTransform(cache_size=1)
         log_prob = TransformedDistribution(Normal(mean, log_std.exp()), [tanh]).log_prob(tanh(u)).sum(-1, keepdim=True)
-        next_actions = torch.tanh(u) * actor.action_scale + actor.action_bias
+        next_actions = torch.tanh(u)  # the critics see the normalized action, whose density log π is
         soft_value = qf_target(batch.next_obs, next_actions).min(dim=0).values - alpha * log_prob
         target = batch.rewards + args.gamma * (1 - done) * soft_value
         expected = ((qf(batch.obs, batch.actions) - target) ** 2).mean(dim=(1, 2)).sum()
@@ -206,34 +205,51 @@ def saturated(actor):
     return actor
 
 
-def test_actions_stay_inside_an_asymmetric_box():
+SPACE = td3.gym.spaces.Box(LOW, HIGH, dtype=np.float32)
+
+
+def test_to_env_actions_maps_the_unit_box_onto_the_env_box_per_dimension(algo):
+    unit = np.array([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0], [0.0, 0.0, 0.0], [0.5, -0.5, 2.0]], np.float32)
+    env_actions = algo.to_env_actions(unit, SPACE)
+    assert env_actions.dtype == np.float32
+    np.testing.assert_allclose(env_actions[0], LOW)
+    np.testing.assert_allclose(env_actions[1], HIGH)
+    np.testing.assert_allclose(env_actions[2], (LOW + HIGH) / 2)
+    np.testing.assert_allclose(env_actions[3], [2.0, 0.125, HIGH[2]], rtol=1e-6)  # 2.0 is outside: clipped
+
+
+def test_actions_are_normalized_and_reach_both_ends_of_an_asymmetric_box():
+    """Actors and both noises act in [-1, 1]^A; to_env_actions then covers the whole asymmetric Box."""
     obs = torch.randn(4096, OBS_DIM) * 10
-    low, high = torch.as_tensor(LOW), torch.as_tensor(HIGH)
-    space = td3.gym.spaces.Box(LOW, HIGH, dtype=np.float32)
-    td3_actor, sac_actor = saturated(td3.Actor(OBS_DIM, LOW, HIGH)), saturated(sac.Actor(OBS_DIM, LOW, HIGH))
+    td3_actor, sac_actor = saturated(td3.Actor(OBS_DIM, len(LOW))), saturated(sac.Actor(OBS_DIM, len(LOW)))
     with torch.no_grad():
         candidates = {
             "td3 actor": td3_actor(obs),
+            "td3 exploration": td3.explore(td3_actor, obs, td3_args(exploration_noise=1.0)),
             "td3 target smoothing": td3.target_actions(td3_actor, obs, td3_args(policy_noise=5.0)),
             "sac sample": sac_actor.sample(obs)[0],
             "sac mean": sac_actor.deterministic(obs),
         }
-        for name, actions in candidates.items():
-            assert ((actions >= low - 1e-6) & (actions <= high + 1e-6)).all(), name
-            assert (actions.amax(0) > high - 1e-3).all() and (actions.amin(0) < low + 1e-3).all(), name
-        explored = td3.to_env_actions(td3.explore(td3_actor, obs, td3_args(exploration_noise=1.0)), space)
-    assert explored.dtype == np.float32 and ((explored >= LOW) & (explored <= HIGH)).all()
+    for name, actions in candidates.items():
+        assert ((actions >= -1) & (actions <= 1)).all(), name
+        assert (actions.amax(0) > 1 - 1e-3).all() and (actions.amin(0) < -1 + 1e-3).all(), name
+        env_actions = td3.to_env_actions(actions.numpy(), SPACE)
+        assert ((env_actions >= LOW) & (env_actions <= HIGH)).all(), name
+        assert (env_actions.max(0) > HIGH - 1e-2).all() and (env_actions.min(0) < LOW + 1e-2).all(), name
 
 
-def test_td3_noise_is_scaled_per_dimension():
-    """Exploration std and the smoothing clip are fractions of each dimension's own half-range."""
-    actor = td3.Actor(OBS_DIM, LOW, HIGH)
+def test_td3_noise_is_a_fraction_of_each_half_range():
+    """In normalized units the exploration std and the smoothing clip are plain numbers; in the env's units they
+    become that fraction of each dimension's own half-range."""
+    actor = td3.Actor(OBS_DIM, len(LOW))
     with torch.no_grad():
         actor.net[-1].weight.zero_()
-        actor.net[-1].bias.zero_()  # μ(s) = the Box's centre, so no bound clamp interferes
+        actor.net[-1].bias.zero_()  # μ(s) = 0, the Box's centre, so no bound clamp interferes
         obs = torch.randn(200_000, OBS_DIM)
-        centre, half_range = actor.action_bias, actor.action_scale
-        noise = td3.explore(actor, obs, td3_args(exploration_noise=0.1)) - centre
-        torch.testing.assert_close(noise.std(0), 0.1 * half_range, rtol=0.02, atol=0)
-        smoothing = td3.target_actions(actor, obs, td3_args(policy_noise=10.0, noise_clip=0.3)) - centre
-        torch.testing.assert_close(smoothing.abs().amax(0), 0.3 * half_range)
+        centre, half_range = (HIGH + LOW) / 2, (HIGH - LOW) / 2
+        explored = td3.explore(actor, obs, td3_args(exploration_noise=0.1))
+        torch.testing.assert_close(explored.std(0), torch.full((3,), 0.1), rtol=0.02, atol=0)
+        env_noise = td3.to_env_actions(explored.numpy(), SPACE) - centre
+        np.testing.assert_allclose(env_noise.std(0), 0.1 * half_range, rtol=0.02)
+        smoothing = td3.target_actions(actor, obs, td3_args(policy_noise=10.0, noise_clip=0.3))
+        torch.testing.assert_close(smoothing.abs().amax(0), torch.full((3,), 0.3))
