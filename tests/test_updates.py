@@ -14,12 +14,20 @@ OBS_DIM, BATCH = 4, 32
 LOW, HIGH = np.array([-1.0, 0.0, -5.0], np.float32), np.array([3.0, 0.5, -2.0], np.float32)
 
 
-def make_batch(terminations: float = 0.0, seed: int = 0) -> td3.Batch:
+TERMINATIONS = ["none", "all", "mixed"]
+
+
+def make_batch(terminations: str = "none", seed: int = 0) -> td3.Batch:
+    """A random batch; terminations "none", "all", or "mixed" (a different flag per row, about half of them 1)."""
     g = torch.Generator().manual_seed(seed)
     actions = 2 * torch.rand(BATCH, len(LOW), generator=g) - 1  # normalized, as the replay buffer stores them
     obs, next_obs = torch.randn(BATCH, OBS_DIM, generator=g), torch.randn(BATCH, OBS_DIM, generator=g)
     rewards = torch.randn(BATCH, 1, generator=g)
-    return td3.Batch(obs, actions, rewards, next_obs, torch.full((BATCH, 1), terminations))
+    done = {"none": torch.zeros(BATCH, 1), "all": torch.ones(BATCH, 1)}.get(terminations)
+    if done is None:
+        done = (torch.rand(BATCH, 1, generator=g) < 0.5).float()
+        assert 0 < done.sum() < BATCH
+    return td3.Batch(obs, actions, rewards, next_obs, done)
 
 
 def networks(module):
@@ -119,17 +127,24 @@ def test_soft_update_moves_targets_by_tau():
         torch.testing.assert_close(new, 0.75 * old + 0.25 * source)
 
 
-@pytest.mark.parametrize("done", [0.0, 1.0])
-def test_td3_target_is_clipped_double_q_masked_by_termination(done):
+@pytest.mark.parametrize("terminations", TERMINATIONS)
+def test_td3_target_is_clipped_double_q_of_the_smoothed_action_masked_per_row(terminations):
+    """Recomputes y = r + γ (1 - terminated) min_i Q'_i(s', clip(μ'(s') + clip(σ ε, -c, c), -1, 1)) with the
+    same random draw ε, per row of a batch whose rows terminate independently."""
     _, qf, actor_target, qf_target = networks(td3)
     with torch.no_grad():  # make the target networks differ from the online ones
         for p in [*qf_target.parameters(), *actor_target.parameters()]:
             p.mul_(1.5)
-    batch, args = make_batch(terminations=done), td3_args(policy_noise=0.0)
+    batch, args = make_batch(terminations), td3_args(policy_noise=0.2, noise_clip=0.5)
+    torch.manual_seed(123)
     loss, _ = td3.critic_loss(batch, actor_target, qf, qf_target, args)
     with torch.no_grad():
-        next_q = qf_target(batch.next_obs, actor_target(batch.next_obs)).min(dim=0).values
-        target = batch.rewards + args.gamma * (1 - done) * next_q
+        mu = actor_target(batch.next_obs)
+        torch.manual_seed(123)
+        noise = (0.2 * torch.randn_like(mu)).clamp(-0.5, 0.5)
+        assert (noise != 0).all() and (noise.abs() == 0.5).any(), "the smoothing noise is drawn and clipped"
+        next_q = qf_target(batch.next_obs, (mu + noise).clamp(-1, 1)).min(dim=0).values
+        target = batch.rewards + args.gamma * (1 - batch.terminations) * next_q
         expected = ((qf(batch.obs, batch.actions) - target) ** 2).mean(dim=(1, 2)).sum()
     torch.testing.assert_close(loss, expected)
 
@@ -175,11 +190,12 @@ def test_sac_alpha_step_changes_only_alpha_in_the_right_direction(entropy_gap):
     assert (log_alpha.item() < 0) == (entropy_gap > 0)
 
 
-@pytest.mark.parametrize("done", [0.0, 1.0])
-def test_sac_target_is_soft_clipped_double_q_masked_by_termination(done):
-    """Recomputes the soft TD target with torch.distributions' log-prob and the same random draw."""
+@pytest.mark.parametrize("terminations", TERMINATIONS)
+def test_sac_target_is_soft_clipped_double_q_masked_per_row(terminations):
+    """Recomputes the soft TD target with torch.distributions' log-prob and the same random draw, per row of a
+    batch whose rows terminate independently."""
     actor, qf, _, qf_target = networks(sac)
-    batch, args, alpha = make_batch(terminations=done), sac_args(), torch.tensor([0.3])
+    batch, args, alpha = make_batch(terminations), sac_args(), torch.tensor([0.3])
     torch.manual_seed(123)
     loss, _ = sac.critic_loss(batch, actor, qf, qf_target, alpha, args)
     with torch.no_grad():
@@ -190,7 +206,7 @@ def test_sac_target_is_soft_clipped_double_q_masked_by_termination(done):
         log_prob = TransformedDistribution(Normal(mean, log_std.exp()), [tanh]).log_prob(tanh(u)).sum(-1, keepdim=True)
         next_actions = torch.tanh(u)  # the critics see the normalized action, whose density log π is
         soft_value = qf_target(batch.next_obs, next_actions).min(dim=0).values - alpha * log_prob
-        target = batch.rewards + args.gamma * (1 - done) * soft_value
+        target = batch.rewards + args.gamma * (1 - batch.terminations) * soft_value
         expected = ((qf(batch.obs, batch.actions) - target) ** 2).mean(dim=(1, 2)).sum()
     torch.testing.assert_close(loss, expected)
 
@@ -253,3 +269,9 @@ def test_td3_noise_is_a_fraction_of_each_half_range():
         np.testing.assert_allclose(env_noise.std(0), 0.1 * half_range, rtol=0.02)
         smoothing = td3.target_actions(actor, obs, td3_args(policy_noise=10.0, noise_clip=0.3))
         torch.testing.assert_close(smoothing.abs().amax(0), torch.full((3,), 0.3))
+        # The defaults σ = 0.2, c = 0.5: zero-mean noise, std of N(0, 0.2²) clipped at ±2.5σ, in every dimension
+        smoothing = td3.target_actions(actor, obs, td3_args(policy_noise=0.2, noise_clip=0.5))
+        clipped = (0.2 * torch.randn(2_000_000)).clamp(-0.5, 0.5)
+        torch.testing.assert_close(smoothing.mean(0), torch.zeros(3), atol=0.002, rtol=0)
+        torch.testing.assert_close(smoothing.std(0), torch.full((3,), float(clipped.std())), rtol=0.01, atol=0)
+        assert smoothing.abs().amax() <= 0.5 and float(clipped.std()) < 0.199
