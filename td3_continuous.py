@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 import tyro
 from torch import nn
+from torch.utils._pytree import tree_map
 from torch.utils.tensorboard import SummaryWriter
 
 ALGORITHM = "td3"
@@ -366,46 +367,46 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
 
 # ----------------------------------------------------------------------------- speed: compiled and graphed steps
 class CudaGraphed:
-    """Calls fn(*tensors) by replaying one captured CUDA graph: all its kernels, forward, backward and
-    optimizer step, are launched at once instead of one by one from Python. The first WARMUP calls run
-    eagerly on a side stream (real updates; they also compile and allocate the optimizer state that the
-    graph then updates in place); the next call captures the graph, and each call from then on copies
-    its inputs into the graph's static tensors and replays it. The outputs are overwritten on every call."""
+    """Calls fn(*args) by replaying one captured CUDA graph: all its kernels, forward, backward and optimizer
+    step, are launched at once instead of one by one from Python. The tensors in args (a Batch counts as its
+    five tensors) are first copied into static tensors made on the first call; the first WARMUP calls run fn
+    eagerly on those, on a side stream (real updates; they also compile fn and allocate the optimizer state
+    that the graph then updates in place); the next call captures the graph on the same static tensors, so a
+    compiled fn meets the memory layout it was compiled for, and every later call copies and replays. Other
+    arguments (networks, optimizers, flags) must be the same objects on every call. The outputs are
+    overwritten on every call."""
 
     WARMUP = 3
 
     def __init__(self, fn):
-        self.fn, self.calls, self.graph = fn, 0, None
+        self.fn, self.calls, self.graph, self.static = fn, 0, None, None
 
-    def __call__(self, *inputs: torch.Tensor):
+    def __call__(self, *args):
+        if self.static is None:  # contiguous copies: a Batch's columns are strided views of the buffer's rows
+            self.static = tree_map(lambda x: x.clone() if isinstance(x, torch.Tensor) else x, args)
+        tree_map(lambda static, x: static.copy_(x) if isinstance(x, torch.Tensor) else None, self.static, args)
         self.calls += 1
         if self.calls <= self.WARMUP:
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(stream):
-                outputs = self.fn(*inputs)
+                outputs = self.fn(*self.static)
             torch.cuda.current_stream().wait_stream(stream)
             return outputs
         if self.graph is None:
-            self.inputs = [x.clone() for x in inputs]
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):  # records the kernels without running them
-                self.outputs = self.fn(*self.inputs)
-        for static, x in zip(self.inputs, inputs, strict=True):
-            static.copy_(x)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):  # records the kernels without running them
+                self.outputs = self.fn(*self.static)
+            self.graph = graph  # only a capture that succeeded is ever replayed
         self.graph.replay()
         return self.outputs
 
 
-def speed_up(args: Args):
-    """Decorator: the function as it is (the eager reference), compiled (--compile), or replayed as a
-    CUDA graph (--cudagraphs). The results are the same; tests/test_speed.py checks it."""
-
-    def wrap(fn):
-        fn = torch.compile(fn) if args.compile else fn
-        return CudaGraphed(fn) if args.cudagraphs else fn
-
-    return wrap
+def speed_up(fn, args: Args):
+    """fn compiled (--compile) and/or replayed as a CUDA graph (--cudagraphs). The results are the eager
+    reference's; tests/test_speed.py checks it."""
+    fn = torch.compile(fn) if args.compile else fn
+    return CudaGraphed(fn) if args.cudagraphs else fn
 
 
 # ----------------------------------------------------------------------------- evaluation and checkpoints
@@ -546,18 +547,11 @@ def main(args: Args) -> dict:
         writer.add_scalar("eval/episodic_return", eval_returns[-1], global_step)
         writer.add_scalar("eval/episodic_return_std", float(np.std(returns)), global_step)
 
-    # The per-step work as functions of tensors only, so that --compile and --cudagraphs can wrap them
-    @speed_up(args)
-    def act(obs: torch.Tensor) -> torch.Tensor:
-        return explore(actor, obs, args)
-
-    @speed_up(args)
-    def critic_step(*batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        return update_critic(Batch(*batch), actor_target, qf, qf_target, q_optimizer, args)
-
-    @speed_up(args)
-    def actor_step(*batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        return update_actor(Batch(*batch), actor, qf, actor_optimizer)
+    # What the loop calls every step; the speed layer may swap in compiled or CUDA-graphed versions
+    act, critic_step, actor_step = explore, update_critic, update_actor
+    # PERF: the speed layer, --compile and --cudagraphs. Delete these lines and the same maths runs eagerly.
+    if args.compile or args.cudagraphs:
+        act, critic_step, actor_step = (speed_up(f, args) for f in (act, critic_step, actor_step))
 
     obs, _ = envs.reset(seed=args.seed)
     random_actions = gym.spaces.Box(-1.0, 1.0, (args.num_envs, act_dim), seed=args.seed)  # for the warm-up
@@ -575,7 +569,9 @@ def main(args: Args) -> dict:
             else:
                 with torch.no_grad():
                     obs_tensor = torch.as_tensor(obs, dtype=torch.float32, device=device)
-                    actions = act(obs_tensor).cpu().numpy()  # [N, A] in [-1, 1]^A; the one host sync per step
+                    actions = (
+                        act(actor, obs_tensor, args).cpu().numpy()
+                    )  # [N, A] in [-1, 1]^A; the one host sync per step
                 if not np.isfinite(actions).all():  # a diverged actor: name the losses that went first
                     latest = {k: v.item() for k, v in (metrics | actor_metrics).items()}
                     stop_if_non_finite(latest | {"actions": math.nan}, global_step)
@@ -601,12 +597,12 @@ def main(args: Args) -> dict:
             # Learn (paper Algorithm 1): a critic step every vector step; actor and targets every d steps
             if global_step >= args.learning_starts:
                 batch = rb.sample(args.batch_size)
-                metrics = critic_step(*batch)
+                metrics = critic_step(batch, actor_target, qf, qf_target, q_optimizer, args)
                 updates += 1
                 if updates == 1:  # steps/s measures training, not the faster random warm-up
                     window_start, window_step = time.perf_counter(), global_step
                 if updates % args.policy_frequency == 0:
-                    actor_metrics = actor_step(*batch)
+                    actor_metrics = actor_step(batch, actor, qf, actor_optimizer)
                     soft_update(qf_target, qf, args.tau)
                     soft_update(actor_target, actor, args.tau)
 

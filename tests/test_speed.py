@@ -1,6 +1,8 @@
 """The speed paths compute what the eager reference computes: --compile (here, on the CPU) and --cudagraphs
 (only where CUDA exists), step by step on fixed batches, and a compiled training run end to end."""
 
+import contextlib
+import dataclasses
 import math
 
 import pytest
@@ -14,8 +16,9 @@ ACT_DIM = 2
 
 
 def train_steps(module, device: str, **speed_flags) -> tuple[list[dict[str, float]], dict[str, torch.Tensor]]:
-    """STEPS updates (critic, actor, and for SAC the temperature), wired as main() wires them, on batches
-    and random draws fixed by seeds. Returns each step's metrics and the final parameters."""
+    """STEPS updates (critic, actor, and for SAC the temperature), called as main() calls them, on batches laid
+    out as the replay buffer's (column views of one row tensor) and random draws fixed by seeds. Returns each
+    step's metrics and the final parameters."""
     args = module.Args(cuda=device == "cuda", **speed_flags)
     torch.manual_seed(0)
     actor = module.Actor(OBS_DIM, ACT_DIM).to(device)
@@ -26,33 +29,28 @@ def train_steps(module, device: str, **speed_flags) -> tuple[list[dict[str, floa
     q_optimizer = torch.optim.Adam(qf.parameters(), **adam)
     log_alpha = torch.zeros(1, device=device, requires_grad=True)
     alpha_optimizer = torch.optim.Adam([log_alpha], **adam)
-    speed_up = module.speed_up(args)
-    if module.ALGORITHM == "td3":
-        critic_step = speed_up(
-            lambda *b: module.update_critic(module.Batch(*b), actor_target, qf, qf_target, q_optimizer, args)
-        )
-        actor_step = speed_up(lambda *b: module.update_actor(module.Batch(*b), actor, qf, actor_optimizer))
-    else:
-        critic_step = speed_up(
-            lambda a, *b: module.update_critic(module.Batch(*b), actor, qf, qf_target, q_optimizer, a, args)
-        )
-        actor_step = speed_up(lambda a, *b: module.update_actor(module.Batch(*b), actor, qf, actor_optimizer, a))
-        alpha_step = speed_up(lambda log_prob: module.update_alpha(log_alpha, alpha_optimizer, log_prob, -2.0))
+    steps = (module.update_critic, module.update_actor, getattr(module, "update_alpha", None))
+    if args.compile or args.cudagraphs:
+        steps = [module.speed_up(f, args) if f else None for f in steps]
+    critic_step, actor_step, alpha_step = steps
 
     history, initial_actor = [], module.copy.deepcopy(actor.state_dict())
+    widths = [OBS_DIM, ACT_DIM, 1, OBS_DIM, 1]
     for step in range(STEPS):
         g = torch.Generator().manual_seed(100 + step)
-        batch = [torch.randn(BATCH, OBS_DIM, generator=g), torch.rand(BATCH, ACT_DIM, generator=g)]
-        batch += [torch.randn(BATCH, 1, generator=g), torch.randn(BATCH, OBS_DIM, generator=g)]
-        batch = [x.to(device) for x in [*batch, (torch.rand(BATCH, 1, generator=g) < 0.1).float()]]
+        obs, actions = torch.randn(BATCH, OBS_DIM, generator=g), 2 * torch.rand(BATCH, ACT_DIM, generator=g) - 1
+        reward_next_obs, done = torch.randn(BATCH, 1 + OBS_DIM, generator=g), torch.rand(BATCH, 1, generator=g) < 0.1
+        rows = torch.cat([obs, actions, reward_next_obs, done], dim=1)
+        batch = module.Batch(*rows.to(device).split(widths, dim=1))
         torch.manual_seed(step)  # the same target-policy noise / policy samples in every mode
         if module.ALGORITHM == "td3":
-            metrics = critic_step(*batch) | actor_step(*batch)
+            metrics = critic_step(batch, actor_target, qf, qf_target, q_optimizer, args)
+            metrics = metrics | actor_step(batch, actor, qf, actor_optimizer)
         else:
             alpha = log_alpha.exp().detach()
-            metrics = critic_step(alpha, *batch)
-            actor_metrics, log_prob = actor_step(alpha, *batch)
-            metrics = metrics | actor_metrics | alpha_step(log_prob)
+            metrics = critic_step(batch, actor, qf, qf_target, q_optimizer, alpha, args)
+            actor_metrics, log_prob = actor_step(batch, actor, qf, actor_optimizer, alpha)
+            metrics = metrics | actor_metrics | alpha_step(log_alpha, alpha_optimizer, log_prob, -2.0)
         history.append({k: v.item() for k, v in metrics.items()})
     assert any(not torch.equal(v, initial_actor[k]) for k, v in actor.state_dict().items()), "training moved nothing"
     params = {f"actor.{k}": v for k, v in actor.state_dict().items()} | {
@@ -112,3 +110,82 @@ def test_training_flushes_subnormals_to_zero(algo, train):
         assert (subnormal * 1.0).item() == 0, "subnormal arithmetic is many times slower on x86"
     finally:
         torch.set_flush_denormal(False)
+
+
+class FakeCudaGraphs:
+    """Stand-ins for torch.cuda's streams and graphs, so that CudaGraphed's logic runs on the CPU: a capture runs
+    the function once (a real one only records its kernels) and a replay does nothing. Every compilation of a
+    speed_up function is logged with the CudaGraphed call it happened in and whether a capture was running."""
+
+    def __init__(self, module, monkeypatch):
+        self.compiles, self.captures, self.capturing, self.call = [], 0, False, None
+        fake = self
+
+        class Stream:
+            def wait_stream(self, other):
+                pass
+
+        class Graph:
+            def replay(self):
+                pass
+
+        @contextlib.contextmanager
+        def graph(_):
+            fake.capturing, fake.captures = True, fake.captures + 1
+            try:
+                yield
+            finally:
+                fake.capturing = False
+
+        def counting_compile(fn):
+            def backend(graph_module, example_inputs):
+                fake.compiles.append((fn.__name__, fake.call, fake.capturing))
+                return graph_module.forward
+
+            return real_compile(fn, backend=backend)
+
+        def tracked_call(graphed, *args):
+            fake.call = graphed.calls + 1
+            return real_call(graphed, *args)
+
+        real_compile, real_call, real_validate = torch.compile, module.CudaGraphed.__call__, module.validate_args
+        monkeypatch.setattr(torch, "compile", counting_compile)
+        monkeypatch.setattr(module.CudaGraphed, "__call__", tracked_call)
+        monkeypatch.setattr(module, "validate_args", lambda a: real_validate(dataclasses.replace(a, cudagraphs=False)))
+        for name, value in [("Stream", Stream), ("CUDAGraph", Graph), ("graph", graph)]:
+            monkeypatch.setattr(torch.cuda, name, value)
+        monkeypatch.setattr(torch.cuda, "current_stream", Stream)
+        monkeypatch.setattr(torch.cuda, "stream", lambda _: contextlib.nullcontext())
+
+
+def test_compiled_graphed_updates_compile_once_on_the_replay_buffers_batches(algo, train, monkeypatch):
+    """Through main(), whose batches are strided column views of the replay buffer's rows: each update (and the
+    acting policy) is compiled during its first warm-up call only, never again in later warm-ups, and never
+    while its graph is being captured (a compilation there would autotune kernels mid-capture on a GPU)."""
+    fake = FakeCudaGraphs(algo, monkeypatch)
+    train(algo, compile=True, cudagraphs=True, total_timesteps=340)  # 40 updates: warm-up, capture, replays
+    functions = {"explore", "update_critic", "update_actor"} | ({"update_alpha"} if algo.ALGORITHM == "sac" else set())
+    assert {name for name, _, _ in fake.compiles} == functions
+    assert fake.captures == len(functions)
+    assert [c for c in fake.compiles if c[1] != 1 or c[2]] == [], "recompiled after the first call"
+
+
+def test_a_failed_capture_is_never_replayed(algo, monkeypatch):
+    fake = FakeCudaGraphs(algo, monkeypatch)
+    seen = []
+
+    def fn(x):
+        seen.append(x)
+        if len(seen) == algo.CudaGraphed.WARMUP + 1:
+            raise RuntimeError("operation not permitted when stream is capturing")
+        return x * 2
+
+    graphed = algo.CudaGraphed(fn)
+    for i in range(algo.CudaGraphed.WARMUP):
+        graphed(torch.full((2,), float(i)))
+    with pytest.raises(RuntimeError, match="capturing"):
+        graphed(torch.ones(2))
+    assert graphed.graph is None, "a broken capture must not be kept"
+    graphed(torch.ones(2))
+    assert graphed.graph is not None and fake.captures == 2
+    assert all(x is seen[0] for x in seen), "warm-up and capture run on the same static tensor"
