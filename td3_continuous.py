@@ -28,6 +28,7 @@ import random
 import signal
 import sys
 import time
+import traceback
 from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,6 +45,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 ALGORITHM = "td3"
 EVAL_SEED_OFFSET = 10_000  # the evaluation env is seeded with seed + EVAL_SEED_OFFSET
+EVAL_MAX_EPISODE_STEPS = 1_000  # an evaluation episode of an env without a time limit is cut off here
 RENDERING_HELP = (
     "headless MuJoCo renders with MUJOCO_GL=egl (needs libEGL, e.g. Debian's libegl1) or MUJOCO_GL=osmesa "
     "(needs libOSMesa); videos also need moviepy (in requirements.txt)"
@@ -159,15 +161,15 @@ def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
     try:
         # render_mode is passed only when needed: a user's env need not accept the keyword
         env = gym.make(env_id, **({"render_mode": render_mode} if render_mode else {}))
-    except (gym.error.Error, ImportError) as err:
-        raise StopRun(f"cannot make env {env_id!r}: {err}") from None
     except Exception as err:
-        if "MUJOCO_GL" not in os.environ:
-            raise  # a bug in the env itself: keep its traceback
-        raise StopRun(
-            f"cannot make env {env_id!r} with MUJOCO_GL={os.environ['MUJOCO_GL']} ({type(err).__name__}: {err}); "
-            f"{RENDERING_HELP}"
-        ) from None
+        if is_rendering_error(err):
+            gl = os.environ.get("MUJOCO_GL", "unset")
+            raise StopRun(
+                f"cannot make env {env_id!r} with MUJOCO_GL={gl} ({type(err).__name__}: {err}); {RENDERING_HELP}"
+            ) from None
+        if isinstance(err, gym.error.Error | ImportError):
+            raise StopRun(f"cannot make env {env_id!r}: {err}") from None
+        raise  # a bug in the env itself: keep its traceback
     act_space, obs_space = env.action_space, env.observation_space
     if not isinstance(act_space, gym.spaces.Box):
         raise StopRun(f"{env_id} has a {type(act_space).__name__} action space; TD3 needs a continuous Box")
@@ -176,6 +178,15 @@ def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
     if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
         raise StopRun(f"{env_id} observations are not a flat Box; wrap it in gymnasium.wrappers.FlattenObservation")
     return env
+
+
+def is_rendering_error(err: BaseException) -> bool:
+    """Whether err came from OpenGL or MuJoCo's GL backends (egl, osmesa, glfw), not from the env itself.
+    MuJoCo loads the backend MUJOCO_GL names when it is imported, so even an env made without rendering
+    fails there when the backend's library is missing."""
+    gl_modules = {"OpenGL", "egl", "osmesa", "glfw"}
+    frames = [Path(frame.f_code.co_filename) for frame, _ in traceback.walk_tb(err.__traceback__)]
+    return "MUJOCO_GL" in str(err) or any(gl_modules & set(f.parts) or f.name == "gl_context.py" for f in frames)
 
 
 def make_vector_env(args: Args) -> gym.vector.SyncVectorEnv:
@@ -187,15 +198,20 @@ def make_vector_env(args: Args) -> gym.vector.SyncVectorEnv:
 
 
 def make_eval_env(env_id: str, episodes: int, video_folder: str | None) -> gym.Env:
-    """A separate env for deterministic evaluation; records each evaluation's first episode if asked."""
+    """A separate env for deterministic evaluation; records each evaluation's first episode if asked. Its
+    episodes end at the env's time limit, or after EVAL_MAX_EPISODE_STEPS if it has none."""
+    env = make_env(env_id, render_mode="rgb_array" if video_folder else None)
+    if env.spec is None or env.spec.max_episode_steps is None:  # else an evaluation might never end
+        env = gym.wrappers.TimeLimit(env, max_episode_steps=EVAL_MAX_EPISODE_STEPS)
     if video_folder is None:
-        return make_env(env_id)
-    env = make_env(env_id, render_mode="rgb_array")
+        return env
     try:  # render once now, so a missing renderer fails before training rather than at the first evaluation
         env.reset(seed=0)
         env.render()
         return gym.wrappers.RecordVideo(env, video_folder, episode_trigger=lambda ep: ep % episodes == 0)
     except Exception as err:
+        if not is_rendering_error(err):
+            raise
         raise StopRun(
             f"--capture-video cannot render {env_id} ({type(err).__name__}: {err}); {RENDERING_HELP}"
         ) from None

@@ -65,10 +65,31 @@ class UnboundedActionEnv(PredictableEnv):
     action_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
 
 
+class EndlessEnv(PredictableEnv):
+    """Never terminates and is registered without a time limit; reward 1 per step. Raises after 100,000 steps
+    of one episode, so that a test of a missing cut-off fails instead of hanging."""
+
+    def step(self, action):
+        if self.t >= 100_000:
+            raise RuntimeError("no time limit ended this episode")
+        obs, _, _, _, info = super().step(action)
+        return obs, 1.0, False, False, info
+
+
+class BrokenEnv(PredictableEnv):
+    """A bug in the env's own code, unrelated to rendering."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = 1 / 0
+
+
 for env_id, entry_point in [
     ("Predictable-v0", PredictableEnv),
     ("NanReward-v0", NanRewardEnv),
     ("Interrupting-v0", InterruptingEnv),
     ("UnboundedAction-v0", UnboundedActionEnv),
+    ("Broken-v0", BrokenEnv),
 ]:
     gym.register(id=env_id, entry_point=entry_point, max_episode_steps=TIME_LIMIT)
+gym.register(id="Endless-v0", entry_point=EndlessEnv)

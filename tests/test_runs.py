@@ -107,6 +107,19 @@ def test_help_documents_every_flag(algo, tmp_path):
     assert "discount factor γ" in result.stdout, "the per-flag docstrings are the help text"
 
 
+def test_env_bugs_keep_their_traceback_when_mujoco_gl_is_set(algo, train, monkeypatch):
+    """Only errors from OpenGL or MuJoCo's GL backends get the rendering message; an env's own bug stays itself."""
+    monkeypatch.setenv("MUJOCO_GL", "egl")
+    with pytest.raises(ZeroDivisionError):
+        train(algo, env_id="tests.predictable_env:Broken-v0")
+
+
+def test_evaluation_of_an_env_without_time_limit_ends(algo):
+    env = algo.make_eval_env("tests.predictable_env:Endless-v0", episodes=2, video_folder=None)
+    returns = algo.evaluate(lambda obs: algo.torch.zeros(1, 2), env, episodes=2, seed=0, device="cpu")
+    assert returns == [algo.EVAL_MAX_EPISODE_STEPS] * 2, "one reward of 1 per step, cut off at the cap"
+
+
 # ----------------------------------------------------------------------------- whole runs
 def test_cli_run_trains_logs_saves_and_reloads(algo, tmp_path):
     flags = ["--env-id", "Pendulum-v1", "--total-timesteps", "1200", "--learning-starts", "600", "--batch-size", "64"]
