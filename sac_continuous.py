@@ -11,8 +11,8 @@ Help:  python sac_continuous.py --help
 Shapes: B batch, N parallel envs, O observation dim, A action dim. Rewards, termination
 flags, Q-values and log-probabilities are [B, 1]; the twin critic returns both critics as [2, B, 1].
 
-Notation (the blog's): the actor samples z ~ X = N(μ(s), σ(s)²) in R^A and squashes it to a = tanh(z),
-distributed as Y in (-1, 1)^A. The papers call z u.
+Notation (the blog's): the actor samples z = μ(s) + σ(s) ε ~ X = N(μ(s), σ(s)²) in R^A, ε ~ N(0, I), and
+squashes it to a = tanh(z), distributed as Y in (-1, 1)^A; log π(a|s) is log p_Y(a). The papers call z u.
 
 One action space for everything: the actor, the critics, the replay buffer, log π and the target
 entropy -|A| all work with the normalized action a in [-1, 1]^A. Only `to_env_actions` maps it per
@@ -27,6 +27,7 @@ Deliberate departures from the papers (marked `# NOTE:` in the code):
 - 5k uniformly random warm-up steps before learning (the papers do not specify any).
 - The critics take the normalized action in [-1, 1]^A, not the env's units (as Stable-Baselines3 does).
 - With --num-envs N, each vector step (N transitions) is followed by one gradient step.
+- Evaluation episodes of an env without a time limit are cut off after 1,000 steps.
 """
 
 import copy
@@ -76,7 +77,7 @@ class Args:
     num_envs: int = 1
     """parallel environments; each vector step (num_envs transitions) gets one gradient step"""
     torch_deterministic: bool = True
-    """ask PyTorch for deterministic kernels (`torch.backends.cudnn.deterministic`)"""
+    """deterministic kernels only (`torch.use_deterministic_algorithms`; on GPUs also CUBLAS_WORKSPACE_CONFIG)"""
     cuda: bool = True
     """train on the GPU when one is available"""
     eval_frequency: int = 10_000
@@ -105,6 +106,7 @@ class Args:
     """discount factor γ"""
     tau: float = 0.005
     """soft target update rate τ: θ' ← τ θ + (1 - τ) θ'"""
+    # NOTE: a uniformly random warm-up before learning (the papers do not specify one)
     learning_starts: int = 5_000
     """environment steps with uniformly random actions before the first gradient step"""
     policy_frequency: int = 1
@@ -123,6 +125,8 @@ class Args:
     """torch.compile the updates and the acting policy (pays off on a GPU; on our 2-core CPU it is slower)"""
     cudagraphs: bool = False
     """capture every update and the acting policy as CUDA graphs and replay them (GPU only; best with --compile)"""
+    torch_threads: int | None = None
+    """PyTorch's CPU threads (default: PyTorch's, one per core); 1 when several runs share the cores"""
 
 
 class StopRun(Exception):
@@ -151,6 +155,7 @@ def validate_args(args: Args) -> None:
         (args.target_network_frequency >= 1, "--target-network-frequency must be at least 1"),
         (args.eval_frequency > 0, "--eval-frequency must be positive"),
         (args.eval_episodes > 0, "--eval-episodes must be positive"),
+        (args.torch_threads is None or args.torch_threads >= 1, "--torch-threads must be at least 1"),
         (
             not args.cudagraphs or (args.cuda and torch.cuda.is_available()),
             "--cudagraphs needs a CUDA GPU (and no --no-cuda); use --compile alone on the CPU",
@@ -211,7 +216,7 @@ def make_eval_env(env_id: str, episodes: int, video_folder: str | None) -> gym.E
     """A separate env for deterministic evaluation; records each evaluation's first episode if asked. Its
     episodes end at the env's time limit, or after EVAL_MAX_EPISODE_STEPS if it has none."""
     env = make_env(env_id, render_mode="rgb_array" if video_folder else None)
-    if env.spec is None or env.spec.max_episode_steps is None:  # else an evaluation might never end
+    if env.spec is None or env.spec.max_episode_steps is None:  # NOTE: else an evaluation might never end
         env = gym.wrappers.TimeLimit(env, max_episode_steps=EVAL_MAX_EPISODE_STEPS)
     if video_folder is None:
         return env
@@ -561,11 +566,15 @@ def main(args: Args) -> dict:
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
     # PERF: flush subnormal floats (|x| < 1.2e-38) to zero on the CPU. Adam's first moment of a dead ReLU unit
     # decays by β1 every step through that range, where x86 arithmetic is many times slower
     torch.set_flush_denormal(True)
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    if args.torch_deterministic and device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS is deterministic only with this
+    torch.use_deterministic_algorithms(args.torch_deterministic)
     if args.capture_video and not os.environ.get("DISPLAY"):
         os.environ.setdefault("MUJOCO_GL", "egl")  # headless default; must be set before MuJoCo is imported
     if args.checkpoint:
@@ -664,7 +673,8 @@ def main(args: Args) -> dict:
             rb.add(obs, actions, rewards, real_next_obs, terminations)
             obs = next_obs
 
-            # Learn (1812.05905 Algorithm 1): critics, then actor, then temperature, then target critics
+            # Learn (1812.05905 Algorithm 1): critics, then actor, then temperature, then target critics.
+            # NOTE: one gradient step per vector step, so with --num-envs N one per N transitions
             if global_step >= args.learning_starts:
                 batch = rb.sample(args.batch_size)
                 metrics = critic_step(batch, actor, qf, qf_target, q_optimizer, alpha, args)

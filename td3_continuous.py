@@ -9,6 +9,9 @@ Help:  python td3_continuous.py --help
 Shapes: B batch, N parallel envs, O observation dim, A action dim. Rewards, termination
 flags and Q-values are [B, 1]; the twin critic returns both critics at once as [2, B, 1].
 
+Notation (the blog's, after Spinning Up's pseudocode): the actor μ_θ(s), the critics Q_φ1 and Q_φ2, their
+target copies μ_θ' and Q_φ'1, Q_φ'2, and the smoothed target action ã' = clip(μ_θ'(s') + clip(σ ε, -c, c)).
+
 Deliberate departures from the paper (marked `# NOTE:` in the code):
 - 256-256 networks, learning rate 3e-4 and 25k random warm-up steps, as in the authors'
   updated reference code (github.com/sfujim/TD3); the paper used 400-300 units and 1e-3.
@@ -18,6 +21,7 @@ Deliberate departures from the paper (marked `# NOTE:` in the code):
   that dimension's half-range. The authors' code gives the critics max_action * tanh(·), in the env's
   units: an action dimension in [200, 260] would enter their first layer as a large constant.
 - With --num-envs N, each vector step (N transitions) is followed by one gradient step.
+- Evaluation episodes of an env without a time limit are cut off after 1,000 steps.
 """
 
 import copy
@@ -67,7 +71,7 @@ class Args:
     num_envs: int = 1
     """parallel environments; each vector step (num_envs transitions) gets one gradient step"""
     torch_deterministic: bool = True
-    """ask PyTorch for deterministic kernels (`torch.backends.cudnn.deterministic`)"""
+    """deterministic kernels only (`torch.use_deterministic_algorithms`; on GPUs also CUBLAS_WORKSPACE_CONFIG)"""
     cuda: bool = True
     """train on the GPU when one is available"""
     eval_frequency: int = 10_000
@@ -88,6 +92,7 @@ class Args:
     """replay buffer capacity in transitions"""
     batch_size: int = 256
     """minibatch size of every gradient step"""
+    # NOTE: 3e-4 and a 25k-step random warm-up, as in the authors' updated code (the paper: 1e-3 and 1k or 10k)
     learning_rate: float = 3e-4
     """Adam learning rate of actor and critics"""
     gamma: float = 0.99
@@ -112,6 +117,8 @@ class Args:
     """torch.compile the updates and the acting policy (pays off on a GPU; on our 2-core CPU it is slower)"""
     cudagraphs: bool = False
     """capture every update and the acting policy as CUDA graphs and replay them (GPU only; best with --compile)"""
+    torch_threads: int | None = None
+    """PyTorch's CPU threads (default: PyTorch's, one per core); 1 when several runs share the cores"""
 
 
 class StopRun(Exception):
@@ -141,6 +148,7 @@ def validate_args(args: Args) -> None:
         (args.policy_frequency >= 1, "--policy-frequency (d) must be at least 1"),
         (args.eval_frequency > 0, "--eval-frequency must be positive"),
         (args.eval_episodes > 0, "--eval-episodes must be positive"),
+        (args.torch_threads is None or args.torch_threads >= 1, "--torch-threads must be at least 1"),
         (
             not args.cudagraphs or (args.cuda and torch.cuda.is_available()),
             "--cudagraphs needs a CUDA GPU (and no --no-cuda); use --compile alone on the CPU",
@@ -201,7 +209,7 @@ def make_eval_env(env_id: str, episodes: int, video_folder: str | None) -> gym.E
     """A separate env for deterministic evaluation; records each evaluation's first episode if asked. Its
     episodes end at the env's time limit, or after EVAL_MAX_EPISODE_STEPS if it has none."""
     env = make_env(env_id, render_mode="rgb_array" if video_folder else None)
-    if env.spec is None or env.spec.max_episode_steps is None:  # else an evaluation might never end
+    if env.spec is None or env.spec.max_episode_steps is None:  # NOTE: else an evaluation might never end
         env = gym.wrappers.TimeLimit(env, max_episode_steps=EVAL_MAX_EPISODE_STEPS)
     if video_folder is None:
         return env
@@ -274,6 +282,7 @@ class ReplayBuffer:
 
 
 # ----------------------------------------------------------------------------- networks
+# NOTE: 256-256 hidden units in both networks, as in the authors' updated code (the paper: 400-300)
 class TwinQNetwork(nn.Module):
     """Two independent critics Q1, Q2 (obs [B, O], normalized action [B, A] in [-1, 1]^A -> [2, B, 1]).
 
@@ -515,11 +524,15 @@ def main(args: Args) -> dict:
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)
-    torch.backends.cudnn.deterministic = args.torch_deterministic
     # PERF: flush subnormal floats (|x| < 1.2e-38) to zero on the CPU. Adam's first moment of a dead ReLU unit
     # decays by β1 every step through that range, where x86 arithmetic is many times slower
     torch.set_flush_denormal(True)
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+    if args.torch_deterministic and device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS is deterministic only with this
+    torch.use_deterministic_algorithms(args.torch_deterministic)
     if args.capture_video and not os.environ.get("DISPLAY"):
         os.environ.setdefault("MUJOCO_GL", "egl")  # headless default; must be set before MuJoCo is imported
     if args.checkpoint:
@@ -610,7 +623,8 @@ def main(args: Args) -> dict:
             rb.add(obs, actions, rewards, real_next_obs, terminations)
             obs = next_obs
 
-            # Learn (paper Algorithm 1): a critic step every vector step; actor and targets every d steps
+            # Learn (paper Algorithm 1): a critic step every vector step; actor and targets every d steps.
+            # NOTE: one gradient step per vector step, so with --num-envs N one per N transitions
             if global_step >= args.learning_starts:
                 batch = rb.sample(args.batch_size)
                 metrics = critic_step(batch, actor_target, qf, qf_target, q_optimizer, args)

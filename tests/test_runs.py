@@ -48,6 +48,7 @@ BAD_FLAGS = [
     ({"tau": 0.0}, "--tau"),
     ({"num_envs": 0}, "--num-envs"),
     ({"eval_episodes": 0}, "--eval-episodes"),
+    ({"torch_threads": 0}, "--torch-threads"),
 ]
 
 
@@ -118,6 +119,22 @@ def test_evaluation_of_an_env_without_time_limit_ends(algo):
     env = algo.make_eval_env("tests.predictable_env:Endless-v0", episodes=2, video_folder=None)
     returns = algo.evaluate(lambda obs: algo.torch.zeros(1, 2), env, episodes=2, seed=0, device="cpu")
     assert returns == [algo.EVAL_MAX_EPISODE_STEPS] * 2, "one reward of 1 per step, cut off at the cap"
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_torch_deterministic_means_deterministic_algorithms(algo, train, deterministic):
+    train(algo, torch_deterministic=deterministic, total_timesteps=1, learning_starts=0)
+    assert algo.torch.are_deterministic_algorithms_enabled() == deterministic
+
+
+def test_torch_threads_sets_pytorch_threads(algo, train):
+    before = algo.torch.get_num_threads()
+    try:
+        algo.torch.set_num_threads(2)
+        train(algo, torch_threads=1, total_timesteps=1, learning_starts=0)
+        assert algo.torch.get_num_threads() == 1
+    finally:
+        algo.torch.set_num_threads(before)
 
 
 # ----------------------------------------------------------------------------- whole runs
