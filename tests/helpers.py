@@ -1,5 +1,9 @@
 """Constants and helpers shared by the tests (fixtures live in conftest.py)."""
 
+import contextlib
+import os
+import signal
+import subprocess
 from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -28,3 +32,23 @@ def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     events.Reload()
     return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+@contextlib.contextmanager
+def started(command: list[str], **popen_kwargs):
+    """Popen in a process group of its own; when the block ends, however it ends (a failed assertion, a timeout),
+    the whole group is killed, so no training run or benchmark worker outlives its test."""
+    process = subprocess.Popen(command, start_new_session=True, **popen_kwargs)
+    try:
+        yield process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def run(command: list[str], timeout: float = 600, **popen_kwargs) -> subprocess.CompletedProcess:
+    """subprocess.run(capture_output=True, text=True) that kills the command and its children on timeout."""
+    with started(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen_kwargs) as process:
+        stdout, stderr = process.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import grid
+from tests import helpers
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = "python"  # the interpreter named in commands built in-process
@@ -68,7 +69,7 @@ def repo(tmp_path):
     def run(*args, env=None):
         env = {**os.environ, "PYTHON": sys.executable, **(env or {})}
         command = ["bash", "benchmark.sh", *args]
-        return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
+        return helpers.run(command, cwd=tmp_path, env=env)
 
     run.path = tmp_path
     return run
@@ -286,17 +287,17 @@ def test_pool_runs_everything_survives_a_failure_and_resumes(repo):
 def test_ctrl_c_or_sigterm_stops_every_run(repo, how):
     env = {**os.environ, "PYTHON": sys.executable, "STAND_IN_WAIT": "1"}
     command = ["bash", "benchmark.sh", *STAND_IN_GRID[:5], "--seeds", "1", "--steps", "100", "--workers", "2"]
-    bench = subprocess.Popen(command, cwd=repo.path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, start_new_session=True)  # fmt: skip
     pid_files = [repo.path / f"runs/grid/custom/Pendulum-v1/{algo}/seed1/pid" for algo in grid.ALGORITHMS]
-    deadline = time.monotonic() + 30
-    while not all(p.exists() and p.read_text() for p in pid_files) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if how == "ctrl-c":
-        os.killpg(bench.pid, signal.SIGINT)  # a terminal sends Ctrl-C to the whole foreground process group
-    else:
-        bench.send_signal(signal.SIGTERM)  # `kill` reaches benchmark.sh alone
-    out, err = bench.communicate(timeout=30)
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    with helpers.started(command, cwd=repo.path, env=env, **pipes) as bench:  # its own process group
+        deadline = time.monotonic() + 30
+        while not all(p.exists() and p.read_text() for p in pid_files) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if how == "ctrl-c":
+            os.killpg(bench.pid, signal.SIGINT)  # a terminal sends Ctrl-C to the whole foreground process group
+        else:
+            bench.send_signal(signal.SIGTERM)  # `kill` reaches benchmark.sh alone
+        out, err = bench.communicate(timeout=30)
     assert bench.returncode == 130, err
     for pid_file in pid_files:
         assert (pid_file.parent / "stopped").read_text() == "SIGTERM"  # each run got exactly its one signal
@@ -355,8 +356,7 @@ def test_slurm_submits_a_script_whose_tasks_run_like_local_runs(repo):
     assert "Submitted batch job 42" in result.stdout
     script = repo.path / "runs/grid/hpc/slurm/job.sh"
     assert (repo.path / "sbatch.args").read_text().split() == [str(script.relative_to(repo.path))]
-    task = subprocess.run(["bash", str(script)], env={**os.environ, "SLURM_ARRAY_TASK_ID": "3"},
-                          capture_output=True, text=True, check=False)  # fmt: skip
+    task = helpers.run(["bash", str(script)], env={**os.environ, "SLURM_ARRAY_TASK_ID": "3"})
     assert task.returncode == 0, task.stderr
     assert [p.parent.name for p in (repo.path / "runs/grid/hpc").glob(f"**/{grid.DONE}")] == ["seed2"]
     assert (repo.path / "runs/grid/hpc/Pendulum-v1/sac/seed2" / grid.DONE).exists()

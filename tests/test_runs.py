@@ -13,7 +13,7 @@ import pytest
 
 import sac_continuous
 import td3_continuous
-from tests.helpers import read_scalars
+from tests.helpers import read_scalars, run, started
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON_TAGS = {
@@ -29,7 +29,7 @@ def cli(algo, *flags, cwd, env=None) -> subprocess.CompletedProcess:
     script = ROOT / f"{algo.ALGORITHM}_continuous.py"
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     command = [sys.executable, str(script), *flags]
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    return run(command, cwd=cwd, env=env)
 
 
 def only_run_dir(cwd: Path) -> Path:
@@ -193,12 +193,12 @@ def test_sigterm_ends_a_cli_run_like_ctrl_c(algo, tmp_path):
     script = ROOT / f"{algo.ALGORITHM}_continuous.py"
     flags = ["--env-id", "Pendulum-v1", "--learning-starts", "100", "--eval-frequency", "200", "--eval-episodes", "1"]
     command = [sys.executable, str(script), *flags, "--save-model", "--no-cuda"]
-    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not list(tmp_path.glob("runs/*/*.pt")) and time.monotonic() < deadline:  # training has begun
-        time.sleep(0.2)
-    process.send_signal(signal.SIGTERM)
-    stdout, stderr = process.communicate(timeout=120)
+    with started(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob("runs/*/*.pt")) and time.monotonic() < deadline:  # training has begun
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
     assert "Traceback" not in stderr and "interrupted at step" in stdout
     (checkpoint,) = tmp_path.glob("runs/*/*.pt")
