@@ -261,13 +261,42 @@ def worker_command(python: Path, impl: str, algo: str, a: argparse.Namespace, fl
     return [*cmd, f"--flags={flags}"]  # one word: flags such as --compile must not be parsed as the worker's own
 
 
-def run_worker(python: Path, impl: str, algo: str, a: argparse.Namespace, flags: str) -> dict:
+def run_workers(python: Path, impl: str, algo: str, a: argparse.Namespace, flags: str, together: int = 1) -> list:
+    """`together` identical worker processes started at once, sharing the machine; the result of each."""
     cmd = worker_command(python, impl, algo, a, flags)
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
-    lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
-    if out.returncode != 0 or not lines:
-        sys.exit(f"error: {' '.join(cmd)} failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
-    return json.loads(lines[-1].removeprefix("RESULT "))
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    processes = [subprocess.Popen(cmd, cwd=ROOT, **pipes) for _ in range(together)]
+    results = []
+    for process in processes:
+        stdout, stderr = process.communicate()
+        lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
+        if process.returncode != 0 or not lines:
+            sys.exit(f"error: {' '.join(cmd)} failed (exit {process.returncode}):\n{stderr[-3000:]}")
+        results.append(json.loads(lines[-1].removeprefix("RESULT ")))
+    return results
+
+
+# Several seeds at once on one machine: alone, two side by side with PyTorch's default threads, and two side by
+# side with one thread each (--torch-threads 1)
+SIDE_BY_SIDE = [("alone, default threads", "", 1), ("2 side by side, default threads", "", 2),
+                ("2 side by side, 1 thread each", "--torch-threads 1", 2)]  # fmt: skip
+
+
+def side_by_side(a: argparse.Namespace) -> None:
+    """Our eager scripts in each SIDE_BY_SIDE configuration: steps/s of each run and of all runs together."""
+    results = {(algo, name): [] for algo in a.algos for name, _, _ in SIDE_BY_SIDE}
+    for repeat in range(a.repeats):
+        for algo in a.algos:
+            for name, flags, together in SIDE_BY_SIDE:
+                rates = [r["steps_per_s"] for r in run_workers(Path(sys.executable), "ours", algo, a, flags, together)]
+                results[algo, name].append(rates)
+                print(f"  repeat {repeat + 1}: {algo} {name}: {' + '.join(f'{r:.1f}' for r in rates)} steps/s")
+    print(f"\n| algo | configuration | steps/s of each run (median of {a.repeats}) | steps/s of all runs together |")
+    print("|---|---|---|---|")
+    for (algo, name), repeats in results.items():
+        each = statistics.median(rate for rates in repeats for rate in rates)
+        total = statistics.median(sum(rates) for rates in repeats)
+        print(f"| {algo} | {name} | {each:.1f} | {total:.1f} |")
 
 
 def main() -> None:
@@ -284,12 +313,18 @@ def main() -> None:
         help='a configuration of our scripts, e.g. compiled="--compile"; repeatable (default: eager=)',
     )  # fmt: skip
     p.add_argument("--no-sb3", action="store_true", help="measure only our scripts")
+    p.add_argument(
+        "--side-by-side", action="store_true",
+        help="instead: our eager scripts alone, and two at once with default threads and with --torch-threads 1",
+    )  # fmt: skip
     a = p.parse_args()
     if a.repeats < 1 or a.burn_in < 1 or a.measure < 1 or a.learning_starts < 1:
         sys.exit("error: --repeats, --learning-starts, --burn-in and --measure must be positive")
     if any("=" not in v for v in a.variant):
         sys.exit('error: --variant takes NAME=FLAGS, e.g. compiled="--compile"')
     variants = dict(v.split("=", 1) for v in a.variant) or {"eager": ""}
+    if a.side_by_side:
+        return side_by_side(a)
 
     import torch
 
@@ -307,7 +342,7 @@ def main() -> None:
     for repeat in range(a.repeats):
         for algo in a.algos:  # alternate ours and SB3 within every repeat
             for run in (r for r in runs if r[0] == algo):
-                result = run_worker(python[run[1]], run[1], algo, a, variants.get(run[2], ""))
+                (result,) = run_workers(python[run[1]], run[1], algo, a, variants.get(run[2], ""))
                 results[run].append(result)
                 print(f"  repeat {repeat + 1}: {algo} {run[2]:>8}: {result['steps_per_s']:7.1f} steps/s", flush=True)
 

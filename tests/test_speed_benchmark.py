@@ -81,3 +81,28 @@ def test_worker_records_exactly_two_training_steps_of_products(algo, products_pe
     result = json.loads(capsys.readouterr().out.split("RESULT ")[-1])
     assert result["products"] == products_per_step and result["products_ms"] > 0
     assert result["steps_per_s"] > 0
+
+
+def test_run_workers_runs_them_at_the_same_time():
+    a = argparse.Namespace(env_id="Pendulum-v1", device="cpu", learning_starts=40, burn_in=5, measure=20)
+    results = speed.run_workers(Path(sys.executable), "ours", "td3", a, "--batch-size 16 --torch-threads 1", 2)
+    assert len(results) == 2 and all(r["steps_per_s"] > 0 for r in results)
+
+
+def test_side_by_side_reports_each_run_and_the_total(monkeypatch, capsys):
+    """Medians over repeats: of every run's rate, and of the sum of the runs that shared the machine."""
+    rates = {("", 1): [[100.0], [90.0]], ("", 2): [[20.0, 30.0], [10.0, 15.0]]}
+    rates["--torch-threads 1", 2] = [[55.0, 57.0], [55.0, 57.0]]
+    calls = []
+
+    def fake_run_workers(python, impl, algo, a, flags, together):
+        calls.append((impl, flags, together))
+        return [{"steps_per_s": r} for r in rates[flags, together][sum(c[1:] == (flags, together) for c in calls) - 1]]
+
+    monkeypatch.setattr(speed, "run_workers", fake_run_workers)
+    speed.side_by_side(argparse.Namespace(algos=["sac"], repeats=2))
+    table = capsys.readouterr().out.split("\n| algo")[1]
+    assert "| sac | alone, default threads | 95.0 | 95.0 |" in table
+    assert "| sac | 2 side by side, default threads | 17.5 | 37.5 |" in table
+    assert "| sac | 2 side by side, 1 thread each | 56.0 | 112.0 |" in table
+    assert {impl for impl, _, _ in calls} == {"ours"} and len(calls) == 6
