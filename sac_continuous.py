@@ -92,6 +92,12 @@ class Args:
     """folder under runs/ (and videos/) for this run; default <env>__<exp_name>__<seed>__<unix time>"""
     checkpoint: str | None = None
     """evaluate this saved checkpoint (uses --eval-episodes, --seed, --capture-video) instead of training"""
+    track: bool = False
+    """sync TensorBoard logs, hyperparameters and --capture-video videos to Weights & Biases (`pip install wandb`)"""
+    wandb_project_name: str = "td3-sac"
+    """Weights & Biases project of --track runs"""
+    wandb_entity: str | None = None
+    """Weights & Biases team or user that owns --track runs; None: your W&B default entity"""
 
     # Algorithm
     buffer_size: int = 1_000_000
@@ -540,6 +546,44 @@ def evaluate_checkpoint(args: Args, device: torch.device) -> dict:
     return {"eval_returns": returns}
 
 
+# ----------------------------------------------------------------------------- Weights & Biases (--track)
+def start_tracking(args: Args, run_name: str) -> None:
+    """Start a W&B run that mirrors everything the SummaryWriter logs, with the flags as its config."""
+    try:  # imported here only: training without --track must not need wandb
+        import wandb  # noqa: PLC0415
+    except ImportError:
+        raise StopRun("--track needs Weights & Biases: pip install wandb") from None
+    # Every SummaryWriter created from now on is mirrored to W&B. Told the logs' root folder, wandb syncs them as
+    # they are written; left to infer it, it waits 10 s first (also at the end of a short run). Patched anew on
+    # every call: an earlier run in this process (tests, a notebook) leaves its own root patched in
+    wandb.tensorboard.unpatch()
+    wandb.tensorboard.patch(root_logdir=f"runs/{run_name}")
+    try:
+        wandb.init(
+            project=args.wandb_project_name,
+            entity=args.wandb_entity,
+            name=run_name,
+            config=vars(args),
+            sync_tensorboard=True,
+            save_code=True,
+        )
+    except wandb.Error as err:  # e.g. not logged in
+        raise StopRun(f"--track cannot start a W&B run: {err} (WANDB_MODE=offline logs locally)") from None
+
+
+def finish_tracking(video_folder: str | None, failed: bool) -> None:
+    """Upload the evaluation videos (all written once the eval env is closed) and end the W&B run."""
+    import wandb  # noqa: PLC0415
+
+    # wandb.init's monitor_gym hook expects pre-1.0 Gym recorders and breaks Gymnasium's RecordVideo.close,
+    # so the videos are logged here instead: rl-video-episode-<n>.mp4, n the first episode of an evaluation
+    if video_folder:
+        videos = sorted(Path(video_folder).glob("*.mp4"), key=lambda path: int(path.stem.rpartition("-")[2]))
+        for evaluation, path in enumerate(videos, start=1):
+            wandb.log({"videos/eval": wandb.Video(str(path), caption=f"evaluation {evaluation}")})
+    wandb.finish(exit_code=1 if failed else 0)
+
+
 # ----------------------------------------------------------------------------- training
 class Progress:
     """The console status line: rewritten in place on a terminal, a new line every 30 s in a log file."""
@@ -605,6 +649,8 @@ def main(args: Args) -> dict:
     storage = torch.device("cpu") if args.host_buffer else device
     rb = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device, storage)
 
+    if args.track:
+        start_tracking(args, run_name)
     writer = SummaryWriter(f"runs/{run_name}")
     writer.add_text(
         "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
@@ -617,6 +663,13 @@ def main(args: Args) -> dict:
             nets = {"actor": actor, "qf": qf, "qf_target": qf_target}
             weights = {name: net.state_dict() for name, net in nets.items()} | {"log_alpha": log_alpha.detach()}
             save_checkpoint(checkpoint_path, args, global_step, action_space, obs_dim, weights)
+
+    def close(failed: bool) -> None:
+        envs.close()
+        eval_env.close()  # writes the last evaluation video
+        writer.close()
+        if args.track:
+            finish_tracking(video_folder, failed)
 
     def evaluate_and_log(global_step: int) -> None:
         returns = evaluate(actor.deterministic, eval_env, args.eval_episodes, args.seed + EVAL_SEED_OFFSET, device)
@@ -710,17 +763,16 @@ def main(args: Args) -> dict:
                 window_start += time.perf_counter() - eval_start  # steps/s counts training time only
     except KeyboardInterrupt:
         interrupted = True
-    finally:
-        writer.flush()
+    except BaseException:  # a diverged run (StopRun) or a bug: keep the logs so far, release the envs
+        close(failed=True)
+        raise
 
     if progress.interactive:
         print()
     if not interrupted and last_eval < global_step:  # a final evaluation, unless one just ran
         evaluate_and_log(global_step)
     checkpoint(global_step)
-    writer.close()
-    envs.close()
-    eval_env.close()
+    close(failed=False)
     final = f"final eval return {eval_returns[-1]:.1f}" if eval_returns else "no evaluation yet"
     status = f"interrupted at step {global_step:,}" if interrupted else f"finished {global_step:,} steps"
     saved = f"; checkpoint {checkpoint_path}" if args.save_model else ""

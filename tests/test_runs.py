@@ -14,6 +14,7 @@ import pytest
 import sac_continuous
 import td3_continuous
 from tests.helpers import read_scalars, run, started
+from tests.predictable_env import NanRewardEnv
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON_TAGS = {
@@ -176,6 +177,21 @@ def test_non_finite_loss_stops_the_run_naming_step_and_loss(algo, train, tmp_pat
     assert 100 < stop_step < 250, "rewards turn NaN after step 100; the run stops soon after"
     logged_episodes = read_scalars(only_run_dir(tmp_path))["charts/episodic_return"]
     assert logged_episodes[-1][0] > stop_step - 10, "logs were flushed up to the stop"
+
+
+def test_a_diverged_run_closes_its_logs_and_envs(algo, train, monkeypatch):
+    closed = []
+
+    class Writer(algo.SummaryWriter):
+        def close(self):
+            closed.append("writer")
+            super().close()
+
+    monkeypatch.setattr(algo, "SummaryWriter", Writer)
+    monkeypatch.setattr(NanRewardEnv, "close", lambda self: closed.append("env"))
+    with pytest.raises(algo.StopRun, match="non-finite"):
+        train(algo, env_id="tests.predictable_env:NanReward-v0", total_timesteps=2_000, learning_starts=50)
+    assert sorted(closed) == ["env", "env", "writer"], "the training env, the evaluation env and the writer"
 
 
 def test_ctrl_c_saves_a_checkpoint_and_ends_cleanly(algo, train, tmp_path, capsys):
