@@ -1,19 +1,17 @@
 """A fixed-seed run of each algorithm solves Pendulum-v1 within the issue's budget of 20,000 steps.
 
 Pendulum-v1 returns lie in about [-1600, 0]; a deterministic evaluation return of -250 or more over
-10 episodes means the pendulum is swung up and held. Each algorithm is checked eager and with --compile;
-about 1 to 2.5 minutes per algorithm and mode on 2 CPU cores.
+10 episodes means the pendulum is swung up and held. About 1 to 1.5 minutes per algorithm on 2 CPU cores.
+--compile is not trained to the end here: tests/test_speed.py shows that compiled updates compute what the
+eager ones do, and tests/test_schedule.py that a compiled run makes the same updates.
 """
 
 import numpy as np
-import pytest
 
 
-@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
-def test_solves_pendulum(algo, train, compile):
+def test_solves_pendulum(algo, train):
     result = train(
         algo,
-        compile=compile,
         env_id="Pendulum-v1",
         seed=1,
         total_timesteps=15_000,
