@@ -3,6 +3,8 @@
     python benchmarks/speed.py                       # Hopper-v5 on the CPU, 3 alternating repeats (~10 min on 2 cores)
     python benchmarks/speed.py --device cuda --env-id HalfCheetah-v5 --no-sb3 \
         --variant eager= --variant graphs="--compile --cudagraphs"      # on a GPU: eager against compile + graphs
+    python benchmarks/speed.py --side-by-side --env-id Pendulum-v1 --learning-starts 1000 --burn-in 500 --measure 3000
+                                                     # several seeds at once: alone, 2 at once, 2 at once 1 thread each
 
 Every run is a fresh process. It trains for learning_starts + burn_in + measure env steps; the clock wraps the
 env's step(), so "steady steps/s" is measure / (wall time from step learning_starts + burn_in to the last
@@ -290,7 +292,9 @@ def side_by_side(a: argparse.Namespace) -> None:
             for name, flags, together in SIDE_BY_SIDE:
                 rates = [r["steps_per_s"] for r in run_workers(Path(sys.executable), "ours", algo, a, flags, together)]
                 results[algo, name].append(rates)
-                print(f"  repeat {repeat + 1}: {algo} {name}: {' + '.join(f'{r:.1f}' for r in rates)} steps/s")
+                print(
+                    f"  repeat {repeat + 1}: {algo} {name}: {' + '.join(f'{r:.1f}' for r in rates)} steps/s", flush=True
+                )
     print(f"\n| algo | configuration | steps/s of each run (median of {a.repeats}) | steps/s of all runs together |")
     print("|---|---|---|---|")
     for (algo, name), repeats in results.items():
