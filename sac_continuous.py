@@ -701,9 +701,8 @@ def main(args: Args) -> dict:
             else:
                 with torch.no_grad():
                     obs_tensor = torch.as_tensor(obs, dtype=torch.float32, device=device)
-                    actions = (
-                        act(actor, obs_tensor, args).cpu().numpy()
-                    )  # [N, A] in [-1, 1]^A; the one host sync per step
+                    # [N, A] in [-1, 1]^A; the one host sync per step
+                    actions = act(actor, obs_tensor, args).cpu().numpy()
                 if not np.isfinite(actions).all():  # a diverged actor: name the losses that went first
                     latest = {k: v.item() for k, v in (metrics | actor_metrics).items()}
                     stop_if_non_finite(latest | {"actions": math.nan}, global_step)
