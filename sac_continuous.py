@@ -37,6 +37,7 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections import deque
@@ -92,6 +93,10 @@ class Args:
     """folder under runs/ (and videos/) for this run; default <env>__<exp_name>__<seed>__<unix time>"""
     checkpoint: str | None = None
     """evaluate this saved checkpoint (uses --eval-episodes, --seed, --capture-video) instead of training"""
+    resume: str | None = None
+    """continue the run in this folder under runs/ (or this training-state file), with its own flags"""
+    checkpoint_frequency: int = 100_000
+    """save everything --resume needs every this many env steps, on Ctrl-C/SIGTERM and at the end (0: never)"""
     track: bool = False
     """sync TensorBoard logs, hyperparameters and --capture-video videos to Weights & Biases (`pip install wandb`)"""
     wandb_project_name: str = "td3-sac"
@@ -162,6 +167,7 @@ def validate_args(args: Args) -> None:
         (args.eval_frequency > 0, "--eval-frequency must be positive"),
         (args.eval_episodes > 0, "--eval-episodes must be positive"),
         (args.torch_threads is None or args.torch_threads >= 1, "--torch-threads must be at least 1"),
+        (args.checkpoint_frequency >= 0, "--checkpoint-frequency must not be negative"),
         (
             not args.cudagraphs or (args.cuda and torch.cuda.is_available()),
             "--cudagraphs needs a CUDA GPU (and no --no-cuda); use --compile alone on the CPU",
@@ -292,6 +298,15 @@ class ReplayBuffer:
         idx = torch.randint(self.size, (batch_size,), device=self.storage)
         rows = self.rows[idx].to(self.device, non_blocking=True)
         return Batch(*rows.split(self.widths, dim=1))
+
+    def state_dict(self) -> dict:
+        """For --resume: a host copy of the filled rows (always rows[:size]; a view would save the whole
+        preallocated tensor) and the next write position."""
+        return {"rows": self.rows[: self.size].to("cpu", copy=True), "pos": self.pos}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.size, self.pos = len(state["rows"]), state["pos"]
+        self.rows[: self.size] = state["rows"].to(self.storage)
 
 
 # ----------------------------------------------------------------------------- networks
@@ -500,10 +515,9 @@ def evaluate(policy, env: gym.Env, episodes: int, seed: int, device: torch.devic
     return returns
 
 
-def save_checkpoint(path: Path, args: Args, global_step: int, space: gym.spaces.Box, obs_dim: int, weights: dict):
+def save_checkpoint(path: Path, args: Args, global_step: int, spaces: dict, weights: dict):
     """Weights, args and the env's spaces, written atomically: a temporary file, then a rename."""
-    checkpoint = {"algorithm": ALGORITHM, "args": asdict(args), "global_step": global_step}
-    checkpoint["spaces"] = {"obs_dim": obs_dim, "action_low": space.low.tolist(), "action_high": space.high.tolist()}
+    checkpoint = {"algorithm": ALGORITHM, "args": asdict(args), "global_step": global_step, "spaces": spaces}
     checkpoint.update(weights)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(checkpoint, tmp)
@@ -546,6 +560,73 @@ def evaluate_checkpoint(args: Args, device: torch.device) -> dict:
     return {"eval_returns": returns}
 
 
+# ----------------------------------------------------------------------------- resuming: the whole training state
+TRAINING_STATE, TRAINING_STATE_FORMAT = "training_state.pt", 1
+MAY_CHANGE_ON_RESUME = {"resume", "total_timesteps", "torch_threads"}
+
+
+def random_states(warm_up: gym.spaces.Box) -> dict:
+    """Every random-number generator the loop draws from: Python, NumPy, PyTorch (CPU and CUDA), the warm-up's."""
+    numpy = np.random.get_state(legacy=False)
+    numpy["state"]["key"] = torch.from_numpy(numpy["state"]["key"].astype(np.int64))  # a tensor: weights_only loads it
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []
+    return {"python": random.getstate(), "numpy": numpy, "torch": torch.get_rng_state(), "cuda": cuda,
+            "warm_up": warm_up.np_random.bit_generator.state}  # fmt: skip
+
+
+def set_random_states(states: dict, warm_up: gym.spaces.Box) -> None:
+    states["numpy"]["state"]["key"] = states["numpy"]["state"]["key"].numpy().astype(np.uint32)
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if states["cuda"]:
+        torch.cuda.set_rng_state_all(states["cuda"])
+    warm_up.np_random.bit_generator.state = states["warm_up"]
+
+
+def save_training_state(path: Path, state: dict, learner: dict) -> None:
+    """Everything --resume needs, written atomically: `state` (flags, counters, random states) and the state of
+    every network, optimizer, tensor and the replay buffer in `learner`, in host memory."""
+    saved = {name: x.detach().cpu() if isinstance(x, torch.Tensor) else x.state_dict() for name, x in learner.items()}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state | {"format": TRAINING_STATE_FORMAT, "algorithm": ALGORITHM, "learner": saved}, tmp)
+    os.replace(tmp, path)
+
+
+@torch.no_grad()
+def load_learner(learner: dict, saved: dict) -> None:
+    for name, x in learner.items():
+        x.copy_(saved[name]) if isinstance(x, torch.Tensor) else x.load_state_dict(saved[name])
+
+
+def load_training_state(args: Args) -> tuple[dict, Args]:
+    """The saved state of --resume (a run folder or its training-state file), and the run's own flags with a
+    raised --total-timesteps. Every check happens here, before anything is written."""
+    path = Path(args.resume) / TRAINING_STATE if Path(args.resume).is_dir() else Path(args.resume)
+    if not path.is_file():
+        raise StopRun(f"--resume: {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise StopRun(f"--resume: cannot read {path} ({type(err).__name__}): truncated or not a checkpoint") from None
+    if not isinstance(state, dict) or "learner" not in state or "format" not in state:
+        raise StopRun(f"--resume: {path} is not a training state (a --save-model checkpoint holds weights only)")
+    if state["format"] != TRAINING_STATE_FORMAT or state["algorithm"] != ALGORITHM:
+        raise StopRun(f"--resume: {path} is a {state['algorithm']!r} training state of format {state['format']}; "
+                      f"this script reads {ALGORITHM!r} format {TRAINING_STATE_FORMAT}")  # fmt: skip
+    defaults, saved = asdict(Args()), state["args"]
+    for name, value in asdict(args).items():
+        if name not in MAY_CHANGE_ON_RESUME and value != defaults[name] and value != saved[name]:
+            flag = "--" + name.replace("_", "-")
+            raise StopRun(f"--resume: {flag} {value} differs from the run's {saved[name]}; only --total-timesteps "
+                          "may change")  # fmt: skip
+    total = args.total_timesteps if args.total_timesteps != defaults["total_timesteps"] else saved["total_timesteps"]
+    if total < state["loop"]["global_step"]:
+        raise StopRun(f"--resume: --total-timesteps {total} is below the {state['loop']['global_step']} steps done")
+    changed = {name: getattr(args, name) for name in MAY_CHANGE_ON_RESUME} | {"total_timesteps": total}
+    return state, Args(**(saved | changed))
+
+
 # ----------------------------------------------------------------------------- Weights & Biases (--track)
 def start_tracking(args: Args, run_name: str) -> None:
     """Start a W&B run that mirrors everything the SummaryWriter logs, with the flags as its config."""
@@ -585,6 +666,28 @@ def finish_tracking(video_folder: str | None, failed: bool) -> None:
 
 
 # ----------------------------------------------------------------------------- training
+class StopSignals:
+    """While active, Ctrl-C (SIGINT) and SIGTERM (`kill`, a batch system's stop or preemption) only record the
+    signal: the loop ends its step, saves everything --resume needs and stops. A second signal raises
+    KeyboardInterrupt at once. The previous handlers are restored on exit."""
+
+    def __enter__(self):
+        self.signal, self.previous = None, {}
+        if threading.current_thread() is threading.main_thread():  # Python allows handlers only there
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self.previous[signum] = signal.signal(signum, self.record)
+        return self
+
+    def record(self, signum, frame) -> None:
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
 class Progress:
     """The console status line: rewritten in place on a terminal, a new line every 30 s in a log file."""
 
@@ -606,6 +709,13 @@ class Progress:
 
 
 def main(args: Args) -> dict:
+    """Train (or, with --checkpoint, evaluate). Ctrl-C and SIGTERM end the run cleanly at the end of a step."""
+    with StopSignals() as stop:  # from the start: an interrupt during setup ends cleanly too
+        return train(args, stop)
+
+
+def train(args: Args, stop: StopSignals) -> dict:
+    resumed, args = load_training_state(args) if args.resume else (None, args)  # checks come before any write
     validate_args(args)
     random.seed(args.seed)
     np.random.seed(args.seed)
@@ -627,11 +737,16 @@ def main(args: Args) -> dict:
     envs = make_vector_env(args)
     env_name = args.env_id.replace(":", "-").replace("/", "-")
     default_name = f"{env_name}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    run_name = args.run_name or default_name
+    run_name = resumed["run_name"] if resumed else args.run_name or default_name
     video_folder = f"videos/{run_name}" if args.capture_video else None
     eval_env = make_eval_env(args.env_id, args.eval_episodes, video_folder)
     action_space = envs.single_action_space
     obs_dim, act_dim = envs.single_observation_space.shape[0], action_space.shape[0]
+    spaces = {"obs_dim": obs_dim, "action_low": action_space.low.tolist(), "action_high": action_space.high.tolist()}
+    if resumed and resumed["spaces"] != spaces:
+        envs.close()
+        eval_env.close()
+        raise StopRun(f"--resume: {args.env_id} no longer has the observation and action spaces of the run")
 
     actor = Actor(obs_dim, act_dim).to(device)
     qf = TwinQNetwork(obs_dim, act_dim).to(device)
@@ -651,18 +766,30 @@ def main(args: Args) -> dict:
 
     if args.track:
         start_tracking(args, run_name)
-    writer = SummaryWriter(f"runs/{run_name}")
-    writer.add_text(
-        "hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
-    )
-    checkpoint_path = Path(f"runs/{run_name}/{args.exp_name}.pt")
+    # On --resume the logs continue in the same folder; whatever was logged after the saved step is dropped
+    writer = SummaryWriter(f"runs/{run_name}", purge_step=resumed["loop"]["global_step"] + 1 if resumed else None)
+    if not resumed:
+        table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
+        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
+    # What --resume restores: every network, optimizer and learned tensor, and the replay buffer
+    learner = {"actor": actor, "qf": qf, "qf_target": qf_target, "actor_optimizer": actor_optimizer,
+               "q_optimizer": q_optimizer, "log_alpha": log_alpha, "replay_buffer": rb}  # fmt: skip
+    learner |= {"alpha_optimizer": alpha_optimizer} if args.autotune else {}
+    checkpoint_path, state_path = Path(f"runs/{run_name}/{args.exp_name}.pt"), Path(f"runs/{run_name}/{TRAINING_STATE}")
     eval_returns: list[float] = []
 
     def checkpoint(global_step: int) -> None:
         if args.save_model:
             nets = {"actor": actor, "qf": qf, "qf_target": qf_target}
             weights = {name: net.state_dict() for name, net in nets.items()} | {"log_alpha": log_alpha.detach()}
-            save_checkpoint(checkpoint_path, args, global_step, action_space, obs_dim, weights)
+            save_checkpoint(checkpoint_path, args, global_step, spaces, weights)
+
+    def save_state() -> None:  # everything --resume needs, as of the end of the current step
+        if args.checkpoint_frequency:
+            loop = {"global_step": global_step, "updates": updates, "next_eval": next_eval, "last_eval": last_eval,
+                    "recent_returns": [float(r) for r in recent_returns], "eval_returns": eval_returns}  # fmt: skip
+            state = {"args": asdict(args), "run_name": run_name, "spaces": spaces, "loop": loop}
+            save_training_state(state_path, state | {"random": random_states(random_actions)}, learner)
 
     def close(failed: bool) -> None:
         envs.close()
@@ -685,16 +812,25 @@ def main(args: Args) -> dict:
             speed_up(f, args) for f in (act, critic_step, actor_step, alpha_step)
         )
 
-    obs, _ = envs.reset(seed=args.seed)
     random_actions = gym.spaces.Box(-1.0, 1.0, (args.num_envs, act_dim), seed=args.seed)  # for the warm-up
     episode_returns, episode_lengths = np.zeros(args.num_envs), np.zeros(args.num_envs, dtype=int)
     recent_returns: deque[float] = deque(maxlen=10)
-    global_step, updates, next_eval, last_eval, interrupted = 0, 0, args.eval_frequency, 0, False
+    global_step, updates, next_eval, last_eval, interrupted, hard_stop = 0, 0, args.eval_frequency, 0, False, False
+    if resumed:
+        load_learner(learner, resumed["learner"])
+        set_random_states(resumed["random"], random_actions)
+        counters = ("global_step", "updates", "next_eval", "last_eval")
+        global_step, updates, next_eval, last_eval = (resumed["loop"][k] for k in counters)
+        recent_returns.extend(resumed["loop"]["recent_returns"])
+        eval_returns.extend(resumed["loop"]["eval_returns"])
+        alpha = log_alpha.exp().detach()
+    # Envs cannot be saved: a resumed run starts them from a fresh reset, the running episodes cut off
+    obs, _ = envs.reset(seed=args.seed + global_step)
     metrics: dict[str, torch.Tensor] = {}
     actor_metrics: dict[str, torch.Tensor] = {}
     window_start, window_step, progress = time.perf_counter(), 0, Progress(args.total_timesteps)
     try:
-        while global_step < args.total_timesteps:
+        while global_step < args.total_timesteps and stop.signal is None:
             # Act: uniformly random during warm-up, then samples of the stochastic policy
             if global_step < args.learning_starts:
                 actions = random_actions.sample()  # [N, A], uniform on [-1, 1]^A, so uniform on the Box
@@ -754,36 +890,44 @@ def main(args: Args) -> dict:
                     recent = float(np.mean(recent_returns)) if recent_returns else None
                     progress(global_step, sps, recent, eval_returns[-1] if eval_returns else None)
 
+            pause_start = time.perf_counter()
             if global_step >= next_eval:
-                eval_start = time.perf_counter()
                 evaluate_and_log(global_step)
                 checkpoint(global_step)
                 next_eval, last_eval = next_eval + args.eval_frequency, global_step
-                window_start += time.perf_counter() - eval_start  # steps/s counts training time only
-    except KeyboardInterrupt:
-        interrupted = True
+            if args.checkpoint_frequency and global_step % args.checkpoint_frequency < args.num_envs:
+                save_state()
+            window_start += time.perf_counter() - pause_start  # steps/s counts training time only
+    except KeyboardInterrupt:  # a second Ctrl-C, or one raised inside an env: mid-step, so no training state
+        interrupted = hard_stop = True
     except BaseException:  # a diverged run (StopRun) or a bug: keep the logs so far, release the envs
         close(failed=True)
         raise
 
+    interrupted = interrupted or stop.signal is not None
     if progress.interactive:
         print()
     if not interrupted and last_eval < global_step:  # a final evaluation, unless one just ran
         evaluate_and_log(global_step)
     checkpoint(global_step)
+    if not hard_stop:
+        save_state()
     close(failed=False)
     final = f"final eval return {eval_returns[-1]:.1f}" if eval_returns else "no evaluation yet"
     status = f"interrupted at step {global_step:,}" if interrupted else f"finished {global_step:,} steps"
     saved = f"; checkpoint {checkpoint_path}" if args.save_model else ""
+    saved += f"; resume with --resume runs/{run_name}" if interrupted and state_path.exists() else ""
     print(f"{ALGORITHM} {args.env_id}: {status}, {final}; logs runs/{run_name}{saved}")
     return {"run_name": run_name, "global_step": global_step, "eval_returns": eval_returns, "interrupted": interrupted,
-            "actor": actor, "qf": qf, "replay_buffer": rb}  # fmt: skip
+            "signal": stop.signal, "actor": actor, "qf": qf, "replay_buffer": rb}  # fmt: skip
 
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill` or a batch system's stop acts like Ctrl-C
     try:
         result = main(tyro.cli(Args))
     except StopRun as err:
         sys.exit(f"error: {err}")
-    sys.exit(130 if result.get("interrupted") else 0)  # scripts can tell an interrupted run from a finished one
+    except KeyboardInterrupt:  # a second Ctrl-C while the run was saving
+        sys.exit(130)
+    # 128 + the signal (130 Ctrl-C, 143 SIGTERM), as shells report it: an interrupted run is not a finished one
+    sys.exit(128 + result["signal"] if result.get("signal") else 130 if result.get("interrupted") else 0)
