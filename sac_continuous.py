@@ -788,7 +788,7 @@ def train(args: Args, stop: StopSignals) -> dict:
         if args.checkpoint_frequency:
             loop = {"global_step": global_step, "updates": updates, "next_eval": next_eval, "last_eval": last_eval,
                     "recent_returns": [float(r) for r in recent_returns], "eval_returns": eval_returns}  # fmt: skip
-            state = {"args": asdict(args), "run_name": run_name, "spaces": spaces, "loop": loop}
+            state = {"args": asdict(args) | {"resume": None}, "run_name": run_name, "spaces": spaces, "loop": loop}
             save_training_state(state_path, state | {"random": random_states(random_actions)}, learner)
 
     def close(failed: bool) -> None:

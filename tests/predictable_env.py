@@ -5,6 +5,9 @@ terminates after 3 steps when (s + k) % 3 == 0; every other episode is truncated
 The action Box is asymmetric and stepping outside it raises, so a test run also checks the bounds.
 """
 
+import os
+import signal
+
 import gymnasium as gym
 import numpy as np
 
@@ -65,6 +68,32 @@ class UnboundedActionEnv(PredictableEnv):
     action_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
 
 
+class SteadyEnv(PredictableEnv):
+    """Resets to the same observation whatever the seed and never terminates: every episode of every env is
+    truncated after TIME_LIMIT steps, all at once. If `interrupt_at` is set, the first instance to take that
+    many steps (0: the first reset) sends this process SIGINT, as Ctrl-C would, once."""
+
+    interrupt_at: int | None = None
+    signalled = False
+
+    def _obs(self):
+        return np.array([0.0, 0.0, self.t], dtype=np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        self._maybe_interrupt()
+        return super().reset(seed=seed, options=options)
+
+    def step(self, action):
+        obs, reward, _, truncated, info = super().step(action)
+        self._maybe_interrupt()
+        return obs, reward, False, truncated, info
+
+    def _maybe_interrupt(self):
+        if self.total_steps == SteadyEnv.interrupt_at and not SteadyEnv.signalled:
+            SteadyEnv.signalled = True
+            os.kill(os.getpid(), signal.SIGINT)
+
+
 class EndlessEnv(PredictableEnv):
     """Never terminates and is registered without a time limit; reward 1 per step. Raises after 100,000 steps
     of one episode, so that a test of a missing cut-off fails instead of hanging."""
@@ -90,6 +119,7 @@ for env_id, entry_point in [
     ("Interrupting-v0", InterruptingEnv),
     ("UnboundedAction-v0", UnboundedActionEnv),
     ("Broken-v0", BrokenEnv),
+    ("Steady-v0", SteadyEnv),
 ]:
     gym.register(id=env_id, entry_point=entry_point, max_episode_steps=TIME_LIMIT)
 gym.register(id="Endless-v0", entry_point=EndlessEnv)
