@@ -2,16 +2,20 @@
 nothing. The exactness tests use an env whose reset does not depend on the seed and interrupt it when every
 episode has just ended, the only point where cutting the envs off changes nothing."""
 
+import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.helpers import read_scalars
+from tests.helpers import read_scalars, run, started
 from tests.predictable_env import TIME_LIMIT, SteadyEnv
 
+ROOT = Path(__file__).resolve().parents[1]
 STEADY = "tests.predictable_env:Steady-v0"
 RUN = {"env_id": STEADY, "total_timesteps": 150, "learning_starts": 40, "batch_size": 16, "eval_frequency": 50}
 
@@ -91,3 +95,111 @@ def test_interrupt_and_resume_gives_the_uninterrupted_run(algo, train, tmp_path,
     assert logged("parts") == logged("whole")
     for name, value in whole["actor"].state_dict().items():
         assert torch.equal(rest["actor"].state_dict()[name], value), name
+
+
+# ----------------------------------------------------------------------------- bad input
+def folder_contents(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def edited_state(path: Path, **changes) -> None:
+    state = torch.load(path, weights_only=True)
+    torch.save(state | changes, path)
+
+
+BAD_RESUMES = {
+    "missing": (lambda run: run / "nothing-here.pt", "does not exist"),
+    "truncated": (lambda run: run / "cut.pt", "cannot read"),
+    "corrupt": (lambda run: run / "noise.pt", "cannot read"),
+    "weights only": (lambda run: run / "weights.pt", "not a training state"),
+    "other algorithm": (lambda run: run / "other.pt", "training state of format"),
+    "unknown format": (lambda run: run / "future.pt", "format 99"),
+    "other spaces": (lambda run: run / "spaces.pt", "no longer has the observation and action spaces"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_RESUMES))
+def test_bad_resume_input_stops_with_one_line_and_writes_nothing(algo, train, tmp_path, case):
+    train(algo, **RUN, run_name="r", save_model=True)
+    run_dir = tmp_path / "runs" / "r"
+    state = run_dir / "training_state.pt"
+    (run_dir / "cut.pt").write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    (run_dir / "noise.pt").write_bytes(bytes(range(256)) * 64)
+    (run_dir / "weights.pt").write_bytes((run_dir / f"{algo.ALGORITHM}_continuous.pt").read_bytes())
+    for name, changes in [("other", {"algorithm": "td3" if algo.ALGORITHM == "sac" else "sac"}),
+                          ("future", {"format": 99}), ("spaces", {"spaces": {"obs_dim": 4}})]:  # fmt: skip
+        (run_dir / f"{name}.pt").write_bytes(state.read_bytes())
+        edited_state(run_dir / f"{name}.pt", **changes)
+    path, message = BAD_RESUMES[case]
+    before = folder_contents(tmp_path)
+    with pytest.raises(algo.StopRun, match=message):
+        algo.main(algo.Args(resume=str(path(run_dir))))
+    assert folder_contents(tmp_path) == before
+
+
+def test_a_changed_flag_is_named_and_total_timesteps_may_grow(algo, train, tmp_path):
+    first = train(algo, **RUN, run_name="r")
+    before = folder_contents(tmp_path)
+    with pytest.raises(algo.StopRun, match=r"--batch-size 64 differs from the run's 16"):
+        resume(algo, "r", batch_size=64)
+    with pytest.raises(algo.StopRun, match="below the 150 steps done"):
+        resume(algo, "r", total_timesteps=100)
+    assert folder_contents(tmp_path) == before
+    longer = resume(algo, "r", total_timesteps=200)  # a finished run, extended
+    assert first["global_step"] == 150 and longer["global_step"] == 200 and not longer["interrupted"]
+    steps = [step for step, _ in read_scalars(tmp_path / "runs" / "r")["charts/episodic_length"]]
+    assert steps == list(range(5, 205, 5)), "every episode logged once, none skipped"
+
+
+# ----------------------------------------------------------------------------- the command line
+def test_a_run_killed_between_checkpoints_resumes_from_the_last_one_and_finishes(algo, tmp_path):
+    """SIGKILL cannot be caught: the run continues from its last periodic training state, and the steps it had
+    logged after it are not logged twice."""
+    script = str(ROOT / f"{algo.ALGORITHM}_continuous.py")
+    flags = ["--env-id", "Pendulum-v1", "--total-timesteps", "1600", "--learning-starts", "100", "--batch-size", "32"]
+    flags += ["--eval-frequency", "800", "--eval-episodes", "1", "--checkpoint-frequency", "300", "--run-name", "k"]
+    state = tmp_path / "runs" / "k" / "training_state.pt"
+    with started([sys.executable, script, *flags, "--no-cuda"], cwd=tmp_path, stdout=subprocess.DEVNULL) as process:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and process.poll() is None:
+            if state.exists() and torch.load(state, weights_only=True)["loop"]["global_step"] >= 600:
+                break
+            time.sleep(0.2)
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    saved_step = torch.load(state, weights_only=True)["loop"]["global_step"]
+    assert saved_step in (600, 900, 1200), "periodic saves, every 300 steps"
+    resumed = run([sys.executable, script, "--resume", "runs/k"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "finished 1,600 steps" in resumed.stdout
+    logged = read_scalars(tmp_path / "runs" / "k")
+    for tag in ["charts/episodic_return", "losses/qf_loss", "eval/episodic_return"]:
+        steps = [step for step, _ in logged[tag]]
+        assert steps == sorted(set(steps)), f"{tag}: no step twice"
+    assert [step for step, _ in logged["eval/episodic_return"]] == [800, 1600]
+
+
+def test_sigterm_stops_a_run_that_resumes_with_exit_status_143(algo, tmp_path):
+    """What `kill` or a batch system's preemption sends: the step ends, everything is saved, the status is
+    128 + 15 and the output says how to continue."""
+    script = str(ROOT / f"{algo.ALGORITHM}_continuous.py")
+    flags = ["--env-id", "Pendulum-v1", "--learning-starts", "100", "--batch-size", "32", "--run-name", "t"]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    with started([sys.executable, script, *flags, "--eval-frequency", "300", "--no-cuda"], cwd=tmp_path, **pipes) as p:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob("runs/t/events*")) and time.monotonic() < deadline:  # training has begun
+            time.sleep(0.2)
+        time.sleep(1)
+        p.send_signal(signal.SIGTERM)
+        stdout, stderr = p.communicate(timeout=120)
+    assert p.returncode == 143, stderr
+    assert "Traceback" not in stderr and "interrupted at step" in stdout and "--resume runs/t" in stdout
+    stopped_at = torch.load(tmp_path / "runs/t/training_state.pt", weights_only=True)["loop"]["global_step"]
+    assert 0 < stopped_at < 1_000_000
+
+
+def test_bad_resume_from_the_command_line_is_one_line_and_exit_1(algo, tmp_path):
+    result = run([sys.executable, str(ROOT / f"{algo.ALGORITHM}_continuous.py"), "--resume", "runs/none"], cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == ["error: --resume: runs/none does not exist"]
