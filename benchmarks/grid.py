@@ -186,7 +186,7 @@ def execute(run_dir: Path, command: list[str], env: dict[str, str] | None = None
 
     A finished run (DONE) is skipped; any other folder is deleted first, so every run starts from scratch.
     The training process gets its own session, so a Ctrl-C reaches it exactly once: forwarded here as
-    SIGTERM, which the scripts treat like Ctrl-C (logs flushed, status 130).
+    SIGTERM, on which the scripts end their step, save and exit with status 143.
     """
     if (run_dir / DONE).exists():
         print(f"{'skipped (done)':17}{run_dir}", flush=True)
@@ -222,7 +222,7 @@ def execute(run_dir: Path, command: list[str], env: dict[str, str] | None = None
         write_done(run_dir, command, start, datetime.now(UTC), wall)
         print(f"{'done':7}{wall:6.0f} s  {run_dir}", flush=True)
         return 0
-    outcome = "STOPPED" if status == 130 else "FAILED"  # 130: the run was interrupted (Ctrl-C, SIGTERM)
+    outcome = "STOPPED" if status in (130, 143) else "FAILED"  # the run was interrupted: Ctrl-C (130), SIGTERM (143)
     print(f"{outcome:7}{wall:6.0f} s  {run_dir} (exit {status}): {last_line(run_dir / LOG)}", flush=True)
     return status if status > 0 else 128 - status  # killed by signal n: 128 + n, as a shell reports it
 
