@@ -1,26 +1,35 @@
-"""A fixed-seed run of each algorithm solves Pendulum-v1 within the issue's budget of 20,000 steps.
+"""A fixed-seed run of each algorithm swings up and holds a pendulum: Pendulum-v1 within 15,000 steps, and the
+same pendulum driven through an action Box far from [-1, 1] (tests/far_box_env.py) within 8,000.
 
-Pendulum-v1 returns lie in about [-1600, 0]; a deterministic evaluation return of -250 or more over
-10 episodes means the pendulum is swung up and held. About 1 to 1.5 minutes per algorithm on 2 CPU cores.
---compile is not trained to the end here: tests/test_speed.py shows that compiled updates compute what the
-eager ones do, and tests/test_schedule.py that a compiled run makes the same updates.
+Pendulum returns lie in about [-1600, 0]; a deterministic evaluation return of -250 (-300 on the far Box, whose
+second action dimension costs a little) or more over 10 episodes means the pendulum is swung up and held. Before
+the critics saw normalized actions, every seed of both algorithms was at -1212 or below on the far Box at 8,000
+steps (README). About 2.5 minutes for all four on 2 CPU cores. --compile is not trained to the end here:
+tests/test_speed.py shows that compiled updates compute what the eager ones do, and tests/test_schedule.py that
+a compiled run makes the same updates.
 """
 
-import numpy as np
+import pytest
+
+import tests.far_box_env  # noqa: F401  (registers FarBoxPendulum-v0)
 
 
-def test_solves_pendulum(algo, train):
+@pytest.mark.parametrize(
+    ("env_id", "steps", "threshold"),
+    [("Pendulum-v1", 15_000, -250), ("tests.far_box_env:FarBoxPendulum-v0", 8_000, -300)],
+    ids=["pendulum", "far-box"],
+)
+def test_swings_up_the_pendulum(algo, train, env_id, steps, threshold):
     result = train(
         algo,
-        env_id="Pendulum-v1",
+        env_id=env_id,
         seed=1,
-        total_timesteps=15_000,
+        total_timesteps=steps,
         learning_starts=1_000,
         batch_size=256,
-        buffer_size=1_000_000,
-        eval_frequency=5_000,
+        buffer_size=100_000,
+        eval_frequency=steps,
         eval_episodes=10,
     )
     final_return = result["eval_returns"][-1]
-    print(f"{algo.ALGORITHM}: evaluation returns {np.round(result['eval_returns'], 1)}")
-    assert final_return >= -250, f"{algo.ALGORITHM} did not solve Pendulum-v1: final eval return {final_return:.1f}"
+    assert final_return >= threshold, f"{algo.ALGORITHM} on {env_id}: final eval return {final_return:.1f}"
