@@ -29,10 +29,12 @@ options of quick, full and grid:
       --gpus N (0)   --max-parallel K (at most K array tasks at once)
 
 Each run lives in runs/grid/NAME/<env>/<algo>/seed<k>/: its TensorBoard logs, train.log (its output) and DONE
-once it finished (the command, start and end time, wall seconds). The same command again skips finished runs
-and restarts unfinished ones from scratch, so an interrupted benchmark resumes. A failed run does not stop the
-others; the exit status is 1 if any run failed, 130 after Ctrl-C. Submit a Slurm grid again only once its
-earlier array has ended. PYTHON (default .venv/bin/python if it exists, else python3) runs everything.
+once it finished (the command, start and end time, wall seconds). The same command again skips finished runs,
+continues interrupted ones from their saved training state (--resume) and restarts the others from scratch.
+A failed run does not stop the others; the exit status is 1 if any run failed, 130 after Ctrl-C. Slurm array
+tasks are requeueable: 5 minutes before the time limit Slurm signals the task, the run saves and stops, and the
+task requeues itself and resumes. Submit a Slurm grid again only once its earlier array has ended.
+PYTHON (default .venv/bin/python if it exists, else python3) runs everything.
 EOF
 }
 

@@ -10,9 +10,11 @@
     python -m benchmarks.grid exec RUN_DIR -- COMMAND...          # one run (a Slurm array task)
 
 Every run lives in runs/grid/<name>/<env>/<algo>/seed<k>/: its TensorBoard logs, train.log (its stdout and
-stderr) and, once it exited 0, a DONE marker (JSON: the command, start and end in UTC, wall seconds, host).
-A run with DONE is skipped. A folder without DONE is what an interrupted or failed run left behind: it is
-deleted just before the run starts again from scratch.
+stderr) and, once it exited 0, a DONE marker (JSON: the command, start and end in UTC, wall seconds summed
+over its attempts, host). A run with DONE is skipped. A folder without DONE is what an interrupted or failed
+run left behind: if it holds the run's training state, the run continues from it (--resume); otherwise the
+folder is deleted just before the run starts again from scratch. Slurm array tasks ask for SIGUSR1 some
+minutes before their time limit: the run saves and stops, and the task requeues itself to continue.
 """
 
 import argparse
@@ -33,6 +35,8 @@ from pathlib import Path
 ALGORITHMS = ("td3", "sac")  # run as <algo>_continuous.py
 DONE = "DONE"
 LOG = "train.log"
+STATE = "training_state.pt"  # what the scripts save for --resume
+ATTEMPTS = "attempts"  # the wall seconds of each attempt of a run, one per line
 RUNS = Path("runs")  # relative to the repository root, where benchmark.sh runs everything
 
 
@@ -63,6 +67,8 @@ PRESETS = {
 # fmt: on
 GRID_SETS = ("--env-id", "--seed", "--total-timesteps", "--run-name", "--checkpoint")  # not allowed in --flags
 SLURM_DEFAULTS = {"time": "24:00:00", "cpus_per_task": 2, "mem": "8G", "gpus": 0}
+# Slurm sends a task SIGUSR1 this long before its time limit: the run saves and stops, the task requeues itself
+SLURM_WARNING_SECONDS = 300
 
 
 class GridError(Exception):
@@ -184,30 +190,34 @@ def command_line(command: list[str], env: dict[str, str]) -> str:
 def execute(run_dir: Path, command: list[str], env: dict[str, str] | None = None) -> int:
     """Run one training command with its output in run_dir/train.log; write run_dir/DONE if it exits 0.
 
-    A finished run (DONE) is skipped; any other folder is deleted first, so every run starts from scratch.
-    The training process gets its own session, so a Ctrl-C reaches it exactly once: forwarded here as
-    SIGTERM, on which the scripts end their step, save and exit with status 143.
+    A finished run (DONE) is skipped. A run that saved its training state continues from it (--resume); any
+    other folder is deleted first, so the run starts from scratch. The training process gets its own session,
+    so a Ctrl-C reaches it exactly once: forwarded here as SIGTERM, on which the scripts end their step, save
+    and exit with status 143. SIGUSR1 (Slurm's warning before a time limit) does the same, and then the Slurm
+    task is requeued, to continue where it stopped.
     """
     if (run_dir / DONE).exists():
         print(f"{'skipped (done)':17}{run_dir}", flush=True)
         return 0
-    if run_dir.exists():
-        shutil.rmtree(run_dir)  # an interrupted or failed attempt; its partial logs must not mix with the new run
-    run_dir.mkdir(parents=True)
+    resume = (run_dir / STATE).exists()
+    if run_dir.exists() and not resume:
+        shutil.rmtree(run_dir)  # a failed attempt with nothing to resume; its logs must not mix with the new run
+    run_dir.mkdir(parents=True, exist_ok=True)
+    command = [*command, "--resume", str(run_dir)] if resume else command
     child: subprocess.Popen | None = None
-    stopping = False
+    stopping, requeue = False, False
 
     def stop(signum, frame):
-        nonlocal stopping
+        nonlocal stopping, requeue
         if child is not None and not stopping:
             child.send_signal(signal.SIGTERM)
-        stopping = True
+        stopping, requeue = True, requeue or signum == signal.SIGUSR1
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
         signal.signal(signum, stop)
     start, start_clock = datetime.now(UTC), time.monotonic()
-    print(f"{'started':17}{run_dir}", flush=True)
-    with open(run_dir / LOG, "w") as log:
+    print(f"{'resumed' if resume else 'started':17}{run_dir}", flush=True)
+    with open(run_dir / LOG, "a" if resume else "w") as log:
         log.write(f"$ {command_line(command, env or {})}\n")
         log.flush()
         # PYTHONUNBUFFERED: train.log fills as the run goes, and an error stays its last line
@@ -217,7 +227,11 @@ def execute(run_dir: Path, command: list[str], env: dict[str, str] | None = None
         if stopping:  # a signal came while it was starting
             child.send_signal(signal.SIGTERM)
         status = child.wait()
-    wall = time.monotonic() - start_clock
+    with open(run_dir / ATTEMPTS, "a") as attempts:
+        attempts.write(f"{time.monotonic() - start_clock:.1f}\n")
+    wall = sum(float(seconds) for seconds in (run_dir / ATTEMPTS).read_text().split())
+    if requeue and status in (130, 143):
+        requeue_slurm_task()
     if status == 0:
         write_done(run_dir, command, start, datetime.now(UTC), wall)
         print(f"{'done':7}{wall:6.0f} s  {run_dir}", flush=True)
@@ -225,6 +239,15 @@ def execute(run_dir: Path, command: list[str], env: dict[str, str] | None = None
     outcome = "STOPPED" if status in (130, 143) else "FAILED"  # the run was interrupted: Ctrl-C (130), SIGTERM (143)
     print(f"{outcome:7}{wall:6.0f} s  {run_dir} (exit {status}): {last_line(run_dir / LOG)}", flush=True)
     return status if status > 0 else 128 - status  # killed by signal n: 128 + n, as a shell reports it
+
+
+def requeue_slurm_task() -> None:
+    """Put this Slurm array task (or job) back in the queue; when it runs again, its run resumes."""
+    job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    job_id = f"{job}_{task}" if job and task else os.environ.get("SLURM_JOB_ID")
+    if job_id:
+        print(f"requeueing Slurm job {job_id}", flush=True)
+        subprocess.run(["scontrol", "requeue", job_id], check=False)
 
 
 def write_done(run_dir: Path, command: list[str], start: datetime, end: datetime, wall_seconds: float) -> None:
@@ -317,11 +340,13 @@ def slurm_script(specs: list[RunSpec], python: str, options: argparse.Namespace)
     sbatch = {"job-name": f"td3-sac-{specs[0].grid}", "array": array, "partition": options.partition,
               "account": options.account, "time": options.time, "cpus-per-task": options.cpus_per_task,
               "mem": options.mem, "gres": f"gpu:{options.gpus}" if options.gpus else None,
-              "output": f"{out}/%A_%a.out"}  # fmt: skip
+              "output": f"{out}/%A_%a.out", "open-mode": "append",
+              "signal": f"B:USR1@{SLURM_WARNING_SECONDS}"}  # fmt: skip
     lines = [
         "#!/bin/bash",
         f"# TD3/SAC benchmark grid {specs[0].grid!r}: {len(specs)} runs, one per array task.",
         *(f"#SBATCH --{key}={value}" for key, value in sbatch.items() if value is not None),
+        "#SBATCH --requeue",
         "set -euo pipefail",
         f"cd {shlex.quote(str(root))}",
         "# torch would otherwise start one thread per core of the whole node",

@@ -30,12 +30,15 @@ from pathlib import Path
 args = sys.argv[1:]
 run_name = args[args.index("--run-name") + 1]
 run_dir = Path("runs") / run_name
-def stop(signum, frame):
+def stop(signum, frame):  # as the scripts do: save the training state, exit 128 + the signal
     (run_dir / "stopped").write_text(signal.Signals(signum).name)
-    sys.exit(130)
+    (run_dir / "training_state.pt").write_text("stand-in")
+    sys.exit(128 + signum)
 signal.signal(signal.SIGTERM, stop)
 signal.signal(signal.SIGINT, stop)
 (run_dir / "pid").write_text(str(os.getpid()))
+with open(run_dir / "argv", "a") as argv_log:
+    argv_log.write(" ".join(args) + "\\n")
 print("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS"))
 if run_name in os.environ.get("STAND_IN_FAIL", "").split():
     sys.exit("error: stand-in failure")
@@ -249,10 +252,24 @@ def test_execute_starts_an_unfinished_run_from_scratch_and_skips_a_finished_one(
     run_dir.mkdir()
     (run_dir / "events.out.tfevents.partial").write_text("left by an interrupted run")
     assert grid.execute(run_dir, [sys.executable, "-c", "pass"]) == 0
-    assert sorted(p.name for p in run_dir.iterdir()) == [grid.DONE, grid.LOG]
+    assert sorted(p.name for p in run_dir.iterdir()) == [grid.DONE, grid.ATTEMPTS, grid.LOG]
     marker = tmp_path / "ran"
     assert grid.execute(run_dir, [sys.executable, "-c", f"open({str(marker)!r}, 'w')"]) == 0
     assert not marker.exists()
+
+
+def test_execute_resumes_a_run_that_saved_its_training_state(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / grid.STATE).write_text("saved by an interrupted attempt")
+    (run_dir / grid.LOG).write_text("first attempt\n")
+    (run_dir / grid.ATTEMPTS).write_text("100.0\n")
+    command = [sys.executable, "-c", "import sys; print('argv', sys.argv[1:])", "--seed", "1"]
+    assert grid.execute(run_dir, command) == 0
+    log = (run_dir / grid.LOG).read_text()
+    assert log.startswith("first attempt\n") and f"argv ['--seed', '1', '--resume', '{run_dir}']" in log
+    assert "resumed" in capsys.readouterr().out
+    assert json.loads((run_dir / grid.DONE).read_text())["wall_seconds"] >= 100, "summed over the attempts"
 
 
 STAND_IN_GRID = ["grid", "--algos", "td3 sac", "--envs", "Pendulum-v1", "--seeds", "1 2", "--steps", "100"]
@@ -362,3 +379,35 @@ def test_slurm_submits_a_script_whose_tasks_run_like_local_runs(repo):
     assert (repo.path / "runs/grid/hpc/Pendulum-v1/sac/seed2" / grid.DONE).exists()
     again = repo(*STAND_IN_GRID, "--slurm", "--name", "hpc", "--dry-run")
     assert "#SBATCH --array=0-2\n" in again.stdout  # the finished task is not submitted again
+
+
+def test_a_slurm_task_warned_of_its_time_limit_saves_requeues_and_resumes(repo):
+    """Slurm sends SIGUSR1 (#SBATCH --signal) before the time limit: the run saves and stops, the task requeues
+    itself with scontrol (#SBATCH --requeue), and when it runs again the run resumes from its saved state."""
+    bin_dir = repo.path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text('#!/bin/sh\necho "Submitted batch job 42"\n')
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {repo.path / "scontrol.args"}\n')
+    for tool in ("sbatch", "scontrol"):
+        (bin_dir / tool).chmod(0o755)
+    path = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    assert repo(*STAND_IN_GRID, "--slurm", "--name", "hpc", env=path).returncode == 0
+    script = repo.path / "runs/grid/hpc/slurm/job.sh"
+    assert f"#SBATCH --signal=B:USR1@{grid.SLURM_WARNING_SECONDS}\n" in script.read_text()
+    assert "#SBATCH --requeue\n" in script.read_text()
+    run_dir = repo.path / "runs/grid/hpc/Pendulum-v1/sac/seed2"  # array task 3
+    task_env = {**os.environ, **path, "SLURM_ARRAY_JOB_ID": "42", "SLURM_ARRAY_TASK_ID": "3"}
+    with helpers.started(["bash", str(script)], env={**task_env, "STAND_IN_WAIT": "1"}) as task:
+        deadline = time.monotonic() + 30
+        while not (run_dir / "pid").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.2)
+        task.send_signal(signal.SIGUSR1)  # the job script exec'd the grid runner: it is the batch shell
+        assert task.wait(timeout=30) == 143
+    assert (run_dir / "stopped").read_text() == "SIGTERM" and not (run_dir / grid.DONE).exists()
+    assert (repo.path / "scontrol.args").read_text() == "requeue 42_3\n"
+    again = helpers.run(["bash", str(script)], env=task_env)  # Slurm starts the requeued task
+    assert again.returncode == 0, again.stderr
+    first, second = (run_dir / "argv").read_text().splitlines()
+    assert "--resume" not in first and second.endswith(f"--resume {run_dir.relative_to(repo.path)}")
+    assert (run_dir / grid.DONE).exists() and len((run_dir / grid.ATTEMPTS).read_text().split()) == 2
