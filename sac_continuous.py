@@ -22,6 +22,10 @@ as a large constant), and one set of hyperparameters works whatever the env's un
 env's action differs from log π by the constant -Σ log(scale): it would move where α settles, never the
 actor's gradient (tests/test_sac_maths.py checks both densities).
 
+Interrupting and resuming: Ctrl-C or SIGTERM ends the current step, saves the whole training state and stops;
+--resume continues the run from it. Envs cannot be saved: a resumed run restarts them from a fresh reset, and
+the episodes that were running are cut off (their transitions are stored, none of them as terminal).
+
 Deliberate departures from the papers (marked `# NOTE:` in the code):
 - log σ is squashed smoothly into [-5, 2], so σ can neither collapse nor explode.
 - 5k uniformly random warm-up steps before learning (the papers do not specify any).

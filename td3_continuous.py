@@ -12,6 +12,10 @@ flags and Q-values are [B, 1]; the twin critic returns both critics at once as [
 Notation (the blog's, after Spinning Up's pseudocode): the actor μ_θ(s), the critics Q_φ1 and Q_φ2, their
 target copies μ_θ' and Q_φ'1, Q_φ'2, and the smoothed target action ã' = clip(μ_θ'(s') + clip(σ ε, -c, c)).
 
+Interrupting and resuming: Ctrl-C or SIGTERM ends the current step, saves the whole training state and stops;
+--resume continues the run from it. Envs cannot be saved: a resumed run restarts them from a fresh reset, and
+the episodes that were running are cut off (their transitions are stored, none of them as terminal).
+
 Deliberate departures from the paper (marked `# NOTE:` in the code):
 - 256-256 networks, learning rate 3e-4 and 25k random warm-up steps, as in the authors'
   updated reference code (github.com/sfujim/TD3); the paper used 400-300 units and 1e-3.
