@@ -418,13 +418,13 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
 # ----------------------------------------------------------------------------- speed: compiled and graphed steps
 class CudaGraphed:
     """Calls fn(*args) by replaying one captured CUDA graph: all its kernels, forward, backward and optimizer
-    step, are launched at once instead of one by one from Python. The tensors in args (a Batch counts as its
-    five tensors) are first copied into static tensors made on the first call; the first WARMUP calls run fn
-    eagerly on those, on a side stream (real updates; they also compile fn and allocate the optimizer state
-    that the graph then updates in place); the next call captures the graph on the same static tensors, so a
-    compiled fn meets the memory layout it was compiled for, and every later call copies and replays. Other
-    arguments (networks, optimizers, flags) must be the same objects on every call. The outputs are
-    overwritten on every call."""
+    step, are launched at once instead of one by one from Python. The data tensors in args (a Batch counts as
+    its five tensors; tensors that require grad, like log α, are parameters) are first copied into static
+    tensors made on the first call; the first WARMUP calls run fn eagerly on those, on a side stream (real
+    updates; they also compile fn and allocate the optimizer state that the graph then updates in place); the
+    next call captures the graph on the same static tensors, so a compiled fn meets the memory layout it was
+    compiled for, and every later call copies and replays. Other arguments (networks, optimizers, parameters,
+    flags) must be the same objects on every call. The outputs are overwritten on every call."""
 
     WARMUP = 3
 
@@ -432,9 +432,12 @@ class CudaGraphed:
         self.fn, self.calls, self.graph, self.static = fn, 0, None, None
 
     def __call__(self, *args):
+        def is_data(x) -> bool:
+            return isinstance(x, torch.Tensor) and not x.requires_grad
+
         if self.static is None:  # contiguous copies: a Batch's columns are strided views of the buffer's rows
-            self.static = tree_map(lambda x: x.clone() if isinstance(x, torch.Tensor) else x, args)
-        tree_map(lambda static, x: static.copy_(x) if isinstance(x, torch.Tensor) else None, self.static, args)
+            self.static = tree_map(lambda x: x.clone() if is_data(x) else x, args)
+        tree_map(lambda static, x: static.copy_(x) if is_data(x) else None, self.static, args)
         self.calls += 1
         if self.calls <= self.WARMUP:
             stream = torch.cuda.Stream()

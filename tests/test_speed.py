@@ -189,3 +189,17 @@ def test_a_failed_capture_is_never_replayed(algo, monkeypatch):
     graphed(torch.ones(2))
     assert graphed.graph is not None and fake.captures == 2
     assert all(x is seen[0] for x in seen), "warm-up and capture run on the same static tensor"
+
+
+def test_graphed_calls_copy_data_and_pass_parameters_as_they_are(algo, monkeypatch):
+    """A batch column (a strided view) is copied into a contiguous static tensor; a tensor that requires grad,
+    like SAC's log α, is a parameter: the graph must update it, not a copy of it."""
+    FakeCudaGraphs(algo, monkeypatch)
+    seen = []
+    graphed = algo.CudaGraphed(lambda parameter, data: seen.append((parameter, data)) or data)
+    parameter, column = torch.zeros(2, requires_grad=True), torch.arange(8.0).reshape(4, 2)[:, 0]
+    for _ in range(algo.CudaGraphed.WARMUP + 1):
+        graphed(parameter, column)
+    assert all(p is parameter for p, _ in seen)
+    assert all(d is seen[0][1] and d is not column and d.is_contiguous() for _, d in seen)
+    torch.testing.assert_close(seen[0][1], column)
