@@ -367,8 +367,10 @@ class Actor(nn.Module):
         """Reparameterised sample: the action a = tanh(z) [B, A] and its log-density log π(a|s) [B, 1]."""
         mean, log_std = self(obs)
         z = mean + log_std.exp() * torch.randn_like(mean)  # z = μ + σ ε ~ X: gradients reach μ and σ
-        log_prob = squashed_gaussian_log_prob(z, mean, log_std)  # before tanh: autograd sums z's gradients in
-        return torch.tanh(z), log_prob  # this order, and rounding depends on it (kept: results match earlier ones)
+        # log π before tanh: autograd sums z's gradient contributions in creation order, and float rounding
+        # depends on that order; this one reproduces the earlier code's numbers bit for bit
+        log_prob = squashed_gaussian_log_prob(z, mean, log_std)
+        return torch.tanh(z), log_prob
 
     def deterministic(self, obs: torch.Tensor) -> torch.Tensor:
         """The evaluation action: tanh of the Gaussian's mean, [B, A]."""
