@@ -11,17 +11,20 @@ usage: bash benchmark.sh COMMAND [options]
 commands:
   quick [options]     Pendulum-v1 and InvertedPendulum-v5 (20k steps), Hopper-v5 (50k steps);
                       td3 and sac, seeds 1 2 3 (about an hour on a 2-core laptop)
+  medium [options]    HalfCheetah, Hopper, Walker2d and Ant v5 at 300k steps; td3 and sac, seeds 1 2 3, and
+                      Stable-Baselines3's TD3 and SAC (sb3-td3, sb3-sac) with seed 1; each finished run's result
+                      goes to docs/benchmarks/medium/ too, to commit (about 15 hours with --workers 2 on 2 cores)
   full [options]      HalfCheetah, Hopper, Walker2d, Ant and Humanoid v5 at 1M steps; td3 and sac, seeds 1-5
   grid --algos "td3 sac" --envs "Hopper-v5 ..." --seeds "1 2 3" --steps N [--flags "..."] [options]
                       your own grid; --flags are added to every run's command
-  aggregate runs/grid/NAME [--out DIR]
+  aggregate runs/grid/NAME | docs/benchmarks/NAME [--out DIR]
                       results.md (final eval return per env and algorithm: mean ± std over seeds, IQM with a
                       95% bootstrap CI, each seed) and curves.png (learning curves), into DIR (default: NAME's folder)
   speed [args]        training-speed measurements (benchmarks/speed.py)
 
-options of quick, full and grid:
+options of quick, medium, full and grid:
   --workers N         runs in parallel on this machine (default 1); each gets max(1, cores / N) torch threads
-  --name NAME         the grid's folder runs/grid/NAME/ (default: quick, full, or custom for grid)
+  --name NAME         the grid's folder runs/grid/NAME/ (default: the preset's name, or custom for grid)
   --dry-run           print the commands, finished runs marked as skipped, and do nothing else
   --slurm             write a Slurm job array (one task per unfinished run) to runs/grid/NAME/slurm/job.sh and
                       submit it with sbatch; with --dry-run, print the script and the sbatch command instead
@@ -31,6 +34,9 @@ options of quick, full and grid:
 Each run lives in runs/grid/NAME/<env>/<algo>/seed<k>/: its TensorBoard logs, train.log (its output) and DONE
 once it finished (the command, start and end time, wall seconds). The same command again skips finished runs,
 continues interrupted ones from their saved training state (--resume) and restarts the others from scratch.
+A grid that commits its results (medium) also writes each finished run's result.json (command, commit,
+versions, machine, times, curves) and actor.pt (the final actor) to docs/benchmarks/NAME/<env>/<algo>/seed<k>/
+and counts a run whose result is there as finished. Stable-Baselines3 runs cannot resume: they start again.
 A failed run does not stop the others; the exit status is 1 if any run failed, 130 after Ctrl-C. Slurm array
 tasks are requeueable: 5 minutes before the time limit Slurm signals the task, the run saves and stops, and the
 task requeues itself and resumes. Submit a Slurm grid again only once its earlier array has ended.
@@ -71,7 +77,7 @@ stop_workers() {  # Ctrl-C or SIGTERM: each worker passes one SIGTERM to its run
 command=${1:-}
 [[ $# -eq 0 ]] || shift
 case $command in
-  quick | full | grid)
+  quick | medium | full | grid)
     mode=run
     for arg in "$@"; do
       case $arg in

@@ -838,7 +838,7 @@ def train(args: Args, stop: StopSignals) -> dict:
     obs, _ = envs.reset(seed=args.seed + global_step)
     metrics: dict[str, torch.Tensor] = {}
     actor_metrics: dict[str, torch.Tensor] = {}
-    window_start, window_step, progress = time.perf_counter(), 0, Progress(args.total_timesteps)
+    window_start, window_step, progress = time.perf_counter(), global_step, Progress(args.total_timesteps)
     try:
         while global_step < args.total_timesteps and stop.signal is None:
             # Act: uniformly random during warm-up, then samples of the stochastic policy

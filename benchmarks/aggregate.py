@@ -1,16 +1,20 @@
-"""A benchmark grid's results: a markdown table and learning curves, from the runs' TensorBoard event files.
+"""A benchmark grid's results: a markdown table and learning curves, from its runs' result files or logs.
 
     python -m benchmarks.aggregate runs/grid/quick [--out DIR]     # or: bash benchmark.sh aggregate runs/grid/quick
+    python -m benchmarks.aggregate docs/benchmarks/medium          # the committed results of a grid
 
-Reads every run folder runs/grid/<name>/<env>/<algo>/seed<k>/. Only runs with a DONE marker (written when the
-run exited 0) are results; the others are listed as unfinished and never mixed in. Writes to DIR (default: the
-grid folder) and prints the table:
+Reads every run folder <grid>/<env>/<algo>/seed<k>/: its result.json (benchmarks/results.py; what a grid that
+commits its results keeps in git) or else its TensorBoard event files. Only finished runs are results (a
+result.json, or a DONE marker, written when the run exited 0); the others are listed as unfinished and never
+mixed in. For a preset's grid, the runs it has not finished yet are listed too, and the table says it is
+partial. Writes to DIR (default: the grid folder) and prints the table:
 
 - results.md: per env and algorithm, the final deterministic evaluation return (`eval/episodic_return` at the
   last step: the mean over that run's evaluation episodes) as mean ± std over seeds (sample std, ddof 1), the
   interquartile mean (IQM) with a 95% bootstrap confidence interval, and each seed's value.
-- curves.png: one panel per env, TD3 and SAC on the same axes; the line is the mean over seeds of the
-  evaluation return at the evaluation steps all seeds share, the band spans the seeds' minimum to maximum.
+- curves.png: one panel per env, TD3, SAC and any Stable-Baselines3 rows (dashed) on the same axes; the line is
+  the mean over seeds of the evaluation return at the evaluation steps all seeds share, the band spans the
+  seeds' minimum to maximum.
 
 IQM (Agarwal et al. 2021, "Deep RL at the Edge of the Statistical Precipice", arXiv 2108.13264): the mean of
 the middle 50% of the seeds' values. With n sorted values, value i stands for the quantile interval
@@ -29,12 +33,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from benchmarks.grid import ALGORITHMS, DONE
+from benchmarks import grid as grids
+from benchmarks import results
+from benchmarks.grid import ALGORITHMS, DONE, PEERS
 
-EVAL_TAG = "eval/episodic_return"
-COLORS = {"td3": "tab:blue", "sac": "tab:orange"}
+EVAL_TAG = results.EVAL_TAG
+COLORS = {"td3": "tab:blue", "sac": "tab:orange", "sb3-td3": "tab:green", "sb3-sac": "tab:red"}
+LABELS = {"td3": "TD3", "sac": "SAC", "sb3-td3": "SB3 TD3", "sb3-sac": "SB3 SAC"}
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -99,11 +105,7 @@ class Cell:
 
 def eval_curve(run_dir: Path) -> dict[int, float]:
     """step -> eval/episodic_return of one run (the last value logged at a step wins)."""
-    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    events.Reload()
-    if EVAL_TAG not in events.Tags()["scalars"]:
-        return {}
-    return {event.step: event.value for event in events.Scalars(EVAL_TAG)}
+    return results.scalars(run_dir).get(EVAL_TAG, {})
 
 
 def find_runs(grid: Path) -> tuple[list[Run], list[tuple[Path, str]]]:
@@ -112,6 +114,11 @@ def find_runs(grid: Path) -> tuple[list[Run], list[tuple[Path, str]]]:
     for run_dir in sorted(grid.glob("*/*/seed*")):
         seed = run_dir.name.removeprefix("seed")
         if not run_dir.is_dir() or not seed.isdigit():
+            continue
+        if (run_dir / results.RESULT).exists():  # exported: read it, not the logs
+            result = json.loads((run_dir / results.RESULT).read_text())
+            curve = dict(zip(result["eval"]["steps"], result["eval"]["mean"], strict=True))
+            finished.append(Run(run_dir.parents[1].name, run_dir.parent.name, int(seed), curve, result["wall_seconds"]))
             continue
         if not (run_dir / DONE).exists():
             unfinished.append((run_dir, "no DONE marker: interrupted, failed or still running"))
@@ -131,7 +138,7 @@ def cells(runs: list[Run]) -> list[Cell]:
     for run in sorted(runs, key=lambda r: r.seed):
         key = (run.env_id, run.algo, run.budget)
         grouped.setdefault(key, Cell(*key)).runs.append(run)
-    order = {algo: i for i, algo in enumerate(ALGORITHMS)}
+    order = {algo: i for i, algo in enumerate(ALGORITHMS + PEERS)}
     return sorted(grouped.values(), key=lambda c: (c.env_id, order.get(c.algo, len(order)), c.algo, c.budget))
 
 
@@ -164,26 +171,49 @@ def markdown_table(table_cells: list[Cell]) -> str:
         std = "–" if s["std"] is None else f"{s['std']:.1f}"
         per_seed = ", ".join(f"{seed}: {value:.1f}" for seed, value in s["per_seed"].items())
         minutes = "–" if s["minutes"] is None else f"{s['minutes']:.1f}"
+        name = LABELS.get(cell.algo, cell.algo)
         lines.append(
-            f"| {cell.env_id} | {cell.algo.upper()} | {s['seeds']} | {cell.budget:,} | {s['mean']:.1f} ± {std} "
+            f"| {cell.env_id} | {name} | {s['seeds']} | {cell.budget:,} | {s['mean']:.1f} ± {std} "
             f"| {s['iqm']:.1f} [{s['ci'][0]:.1f}, {s['ci'][1]:.1f}] | {per_seed} | {minutes} |"
         )
     return "\n".join(lines)
 
 
-def results_markdown(grid: Path, table_cells: list[Cell], unfinished: list[tuple[Path, str]]) -> str:
-    parts = [
-        f"# Benchmark grid `{grid.name}`",
-        "",
+def missing_runs(grid_name: str, finished: list[Run]) -> tuple[int, dict[tuple[str, str], list[int]]]:
+    """For a preset's grid: (how many runs it has, {(env, algo): seeds not finished}); (0, {}) otherwise."""
+    if grid_name not in grids.PRESETS:
+        return 0, {}
+    p = grids.PRESETS[grid_name]
+    planned = grids.expand(grid_name, p.algos, p.envs, p.seeds, p.peers, p.peer_seeds)
+    have = {(run.env_id, run.algo, run.seed) for run in finished}
+    missing: dict[tuple[str, str], list[int]] = {}
+    for spec in planned:
+        if (spec.env_id, spec.algo, spec.seed) not in have:
+            missing.setdefault((spec.env_id, spec.algo), []).append(spec.seed)
+    return len(planned), missing
+
+
+def results_markdown(grid: Path, table_cells: list[Cell], unfinished: list[tuple[Path, str]], finished=()) -> str:
+    planned, missing = missing_runs(grid.name, list(finished))
+    parts = [f"# Benchmark grid `{grid.name}`", ""]
+    if missing:
+        left = sum(len(seeds) for seeds in missing.values())
+        parts += [f"**Partial: {planned - left} of the preset's {planned} runs have finished** (the rest are listed "
+                  "below); each row says which seeds it has.", ""]  # fmt: skip
+    parts += [
         "Final deterministic evaluation return (the mean over the evaluation episodes at the last step) of every "
         "finished run; mean ± sample std over seeds; IQM with a 95% percentile bootstrap CI over seeds "
-        "(10,000 resamples). Minutes per run: mean wall time, from the DONE markers.",
+        "(10,000 resamples). Minutes per run: mean wall time of the seeds (all attempts of a run).",
         "",
         markdown_table(table_cells),
     ]
     if unfinished:
         parts += ["", f"## Unfinished runs ({len(unfinished)}), left out of the table and the curves", ""]
         parts += [f"- `{run_dir}`: {why}" for run_dir, why in unfinished]
+    if missing:
+        parts += ["", "## Not finished yet", ""]
+        parts += [f"- {env_id} {LABELS.get(algo, algo)}: seed{'s' if len(seeds) > 1 else ''} "
+                  f"{', '.join(map(str, seeds))}" for (env_id, algo), seeds in missing.items()]  # fmt: skip
     return "\n".join(parts) + "\n"
 
 
@@ -220,10 +250,11 @@ def plot_curves(grid_name: str, table_cells: list[Cell], path: Path) -> bool:
         several_budgets = len({cell.budget for cell in env_cells}) > 1
         for cell in env_cells:
             steps, mean, low, high = mean_curve(cell.runs)
-            label = f"{cell.algo.upper()} ({len(cell.runs)} seed{'s' if len(cell.runs) > 1 else ''})"
+            label = f"{LABELS.get(cell.algo, cell.algo)} ({len(cell.runs)} seed{'s' if len(cell.runs) > 1 else ''})"
             label += f", {steps_label(cell.budget)} steps" if several_budgets else ""
             color = COLORS.get(cell.algo)
-            ax.plot(steps, mean, color=color, label=label, linewidth=1.8, marker="o" if len(steps) == 1 else None)
+            style = {"linestyle": "--" if cell.algo in PEERS else "-", "marker": "o" if len(steps) == 1 else None}
+            ax.plot(steps, mean, color=color, label=label, linewidth=1.8, **style)
             ax.fill_between(steps, low, high, color=color, alpha=0.2, linewidth=0)
         ax.set_title(env_id)
         ax.set_xlabel("environment steps")
@@ -252,7 +283,7 @@ def aggregate(grid: Path, out: Path) -> tuple[str, bool]:
         left = f"; {len(unfinished)} unfinished" if unfinished else ""
         raise SystemExit(f"error: no finished runs (with {DONE}) under {grid}/<env>/<algo>/seed<k>/{left}")
     table_cells = cells(finished)
-    text = results_markdown(grid, table_cells, unfinished)
+    text = results_markdown(grid, table_cells, unfinished, finished)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text(text)
     return text, plot_curves(grid.name, table_cells, out / "curves.png")

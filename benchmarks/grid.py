@@ -7,7 +7,7 @@
     python -m benchmarks.grid run runs/grid/custom/plan.json 0    # one run of the plan (a local worker)
     python -m benchmarks.grid summary runs/grid/custom/plan.json  # ran / skipped / failed, status 1 if any failed
     python -m benchmarks.grid submit full --slurm --partition gpu [--dry-run]    # a Slurm job array
-    python -m benchmarks.grid exec RUN_DIR -- COMMAND...          # one run (a Slurm array task)
+    python -m benchmarks.grid exec [--results DIR] RUN_DIR -- COMMAND...    # one run (a Slurm array task)
 
 Every run lives in runs/grid/<name>/<env>/<algo>/seed<k>/: its TensorBoard logs, train.log (its stdout and
 stderr) and, once it exited 0, a DONE marker (JSON: the command, start and end in UTC, wall seconds summed
@@ -32,12 +32,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from benchmarks import results, sb3_peer
+
 ALGORITHMS = ("td3", "sac")  # run as <algo>_continuous.py
+PEERS = ("sb3-td3", "sb3-sac")  # Stable-Baselines3, run as benchmarks/sb3_peer.py in its own virtual environment
 DONE = "DONE"
 LOG = "train.log"
 STATE = "training_state.pt"  # what the scripts save for --resume
 ATTEMPTS = "attempts"  # the wall seconds of each attempt of a run, one per line
 RUNS = Path("runs")  # relative to the repository root, where benchmark.sh runs everything
+COMMITTED = Path("docs/benchmarks")  # the exported results of presets that commit theirs
 
 
 @dataclass(frozen=True)
@@ -45,16 +49,27 @@ class Preset:
     algos: tuple[str, ...]
     seeds: tuple[int, ...]
     envs: tuple[tuple[str, int, str], ...]  # (env id, total timesteps, flags for every run of this env)
+    peers: tuple[str, ...] = ()  # Stable-Baselines3 runs of the same envs ...
+    peer_seeds: tuple[int, ...] = ()  # ... with these seeds only
+    committed: bool = False  # each finished run's result goes to docs/benchmarks/<name>/ too, to commit
 
 
 # The presets, one row per env. quick is sized for about an hour on a 2-core laptop, one run at a time (short
-# warm-ups so that learning shows within the budget); full is the papers' MuJoCo protocol at 1M steps.
+# warm-ups so that learning shows within the budget); medium is the blog's four tasks at 300k steps (the TD3
+# paper's curves give an anchor there), with Stable-Baselines3 beside seed 1; full is the papers' MuJoCo
+# protocol at 1M steps.
 # fmt: off
 PRESETS = {
     "quick": Preset(algos=("td3", "sac"), seeds=(1, 2, 3), envs=(
         ("Pendulum-v1",            20_000, "--learning-starts 1000 --eval-frequency 2000"),
         ("InvertedPendulum-v5",    20_000, "--learning-starts 1000 --eval-frequency 2000"),
         ("Hopper-v5",              50_000, "--learning-starts 5000 --eval-frequency 5000"),
+    )),
+    "medium": Preset(algos=("td3", "sac"), seeds=(1, 2, 3), peers=PEERS, peer_seeds=(1,), committed=True, envs=(
+        ("HalfCheetah-v5",        300_000, "--eval-frequency 10000 --save-model"),
+        ("Hopper-v5",             300_000, "--eval-frequency 10000 --save-model"),
+        ("Walker2d-v5",           300_000, "--eval-frequency 10000 --save-model"),
+        ("Ant-v5",                300_000, "--eval-frequency 10000 --save-model"),
     )),
     "full": Preset(algos=("td3", "sac"), seeds=(1, 2, 3, 4, 5), envs=(
         ("HalfCheetah-v5",      1_000_000, "--eval-frequency 10000"),
@@ -85,6 +100,12 @@ class RunSpec:
     seed: int
     steps: int
     flags: tuple[str, ...] = ()
+    committed: bool = False  # its result is exported to docs/benchmarks/<grid>/... as well
+
+    @property
+    def results_dir(self) -> Path | None:
+        """Where the committed copy of its result goes (None if its grid commits no results)."""
+        return COMMITTED / self.grid / self.env_id / self.algo / f"seed{self.seed}" if self.committed else None
 
     @property
     def run_name(self) -> str:
@@ -96,18 +117,25 @@ class RunSpec:
         return RUNS / self.run_name
 
     def command(self, python: str) -> list[str]:
-        script = f"{self.algo}_continuous.py"
-        return [python, script, "--env-id", self.env_id, "--seed", str(self.seed),
+        if self.algo in PEERS:  # Stable-Baselines3's interpreter, whatever runs ours
+            python, script = str(sb3_peer.SB3_PYTHON), "benchmarks/sb3_peer.py"
+            script_flags = ["--algo", self.algo.removeprefix("sb3-")]
+        else:
+            script, script_flags = f"{self.algo}_continuous.py", []
+        return [python, script, *script_flags, "--env-id", self.env_id, "--seed", str(self.seed),
                 "--total-timesteps", str(self.steps), *self.flags, "--run-name", self.run_name]  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- building and checking a grid
 
 
-def expand(name: str, algos, env_rows, seeds) -> list[RunSpec]:
-    """All runs, env by env, then seed, then algorithm: an interrupted grid has whole envs done first."""
-    return [RunSpec(name, algo, env_id, seed, steps, tuple(shlex.split(flags)))
-            for env_id, steps, flags in env_rows for seed in seeds for algo in algos]  # fmt: skip
+def expand(name: str, algos, env_rows, seeds, peers=(), peer_seeds=(), committed=False) -> list[RunSpec]:
+    """All runs, seed by seed, then env, then algorithm: a grid cut short has every env × algorithm pair at
+    seed 1 before any at seed 2. Peers (Stable-Baselines3) run only with peer_seeds, after ours of that seed."""
+    groups = [(algos, seeds), (peers, peer_seeds)]
+    return [RunSpec(name, algo, env_id, seed, steps, tuple(shlex.split(flags)), committed)
+            for seed in sorted({*seeds, *peer_seeds}) for group, group_seeds in groups if seed in group_seeds
+            for env_id, steps, flags in env_rows for algo in group]  # fmt: skip
 
 
 def words(values: list[str] | None) -> list[str]:
@@ -133,14 +161,14 @@ def build_grid(args: argparse.Namespace) -> list[RunSpec]:
         given = [flag for flag, value in {**custom, "--flags": args.flags}.items() if value is not None]
         if given:
             raise GridError(f"{', '.join(given)} only go with `grid`: a preset always runs the same grid")
-        preset = PRESETS[args.preset]
-        return expand(args.name, preset.algos, preset.envs, preset.seeds)
+        p = PRESETS[args.preset]
+        return expand(args.name, p.algos, p.envs, p.seeds, p.peers, p.peer_seeds, p.committed)
     missing = [flag for flag, value in custom.items() if value is None]
     if missing:
         raise GridError(f"`grid` needs {', '.join(missing)}")
     algos, env_ids, seed_words = words(args.algos), words(args.envs), words(args.seeds)
-    if unknown := [a for a in algos if a not in ALGORITHMS]:
-        raise GridError(f"unknown algorithm {unknown[0]!r} (choose from {', '.join(ALGORITHMS)})")
+    if unknown := [a for a in algos if a not in ALGORITHMS + PEERS]:
+        raise GridError(f"unknown algorithm {unknown[0]!r} (choose from {', '.join(ALGORITHMS + PEERS)})")
     if not re.fullmatch(r"\d+", args.steps) or int(args.steps) == 0:
         raise GridError(f"--steps must be a positive whole number (got {args.steps!r})")
     if bad := [s for s in seed_words if not re.fullmatch(r"\d+", s)]:
@@ -157,8 +185,11 @@ def build_grid(args: argparse.Namespace) -> list[RunSpec]:
 
 
 def run_status(spec: RunSpec, python: str) -> str:
-    """'done' (DONE marker), 'unfinished' (a folder without DONE: rerun from scratch) or 'new'."""
+    """'done' (DONE marker, or a committed result), 'unfinished' (a folder without DONE: resumed or rerun) or
+    'new'."""
     done = spec.run_dir / DONE
+    if not done.exists() and spec.results_dir is not None and (spec.results_dir / results.RESULT).exists():
+        done = spec.results_dir / results.RESULT  # finished elsewhere, its result committed
     if not done.exists():
         return "unfinished" if spec.run_dir.exists() else "new"
     try:
@@ -187,18 +218,19 @@ def command_line(command: list[str], env: dict[str, str]) -> str:
 # ----------------------------------------------------------------------------- running one run
 
 
-def execute(run_dir: Path, command: list[str], env: dict[str, str] | None = None) -> int:
-    """Run one training command with its output in run_dir/train.log; write run_dir/DONE if it exits 0.
+def execute(run_dir: Path, command: list[str], env: dict[str, str] | None = None, to: Path | None = None) -> int:
+    """Run one training command with its output in run_dir/train.log; write run_dir/DONE if it exits 0. With
+    `to` (a grid that commits its results), export its result (benchmarks/results.py) there and into run_dir.
 
-    A finished run (DONE) is skipped. A run that saved its training state continues from it (--resume); any
-    other folder is deleted first, so the run starts from scratch. The training process gets its own session,
-    so a Ctrl-C reaches it exactly once: forwarded here as SIGTERM, on which the scripts end their step, save
-    and exit with status 143. SIGUSR1 (Slurm's warning before a time limit) does the same, and then the Slurm
-    task is requeued, to continue where it stopped.
+    A finished run (DONE) is skipped (and exported, if `to` lacks its result). A run that saved its training
+    state continues from it (--resume); any other folder is deleted first, so the run starts from scratch. The
+    training process gets its own session, so a Ctrl-C reaches it exactly once: forwarded here as SIGTERM, on
+    which the scripts end their step, save and exit with status 143. SIGUSR1 (Slurm's warning before a time
+    limit) does the same, and then the Slurm task is requeued, to continue where it stopped.
     """
     if (run_dir / DONE).exists():
         print(f"{'skipped (done)':17}{run_dir}", flush=True)
-        return 0
+        return 0 if to is None or (to / results.RESULT).exists() else export(run_dir, to)
     resume = (run_dir / STATE).exists()
     if run_dir.exists() and not resume:
         shutil.rmtree(run_dir)  # a failed attempt with nothing to resume; its logs must not mix with the new run
@@ -233,9 +265,9 @@ def execute(run_dir: Path, command: list[str], env: dict[str, str] | None = None
     if requeue and status in (130, 143):
         requeue_slurm_task()
     if status == 0:
-        write_done(run_dir, command, start, datetime.now(UTC), wall)
+        write_done(run_dir, command, start, datetime.now(UTC), wall, results.provenance(command[0], env or {}))
         print(f"{'done':7}{wall:6.0f} s  {run_dir}", flush=True)
-        return 0
+        return 0 if to is None else export(run_dir, to)
     outcome = "STOPPED" if status in (130, 143) else "FAILED"  # the run was interrupted: Ctrl-C (130), SIGTERM (143)
     print(f"{outcome:7}{wall:6.0f} s  {run_dir} (exit {status}): {last_line(run_dir / LOG)}", flush=True)
     return status if status > 0 else 128 - status  # killed by signal n: 128 + n, as a shell reports it
@@ -250,11 +282,24 @@ def requeue_slurm_task() -> None:
         subprocess.run(["scontrol", "requeue", job_id], check=False)
 
 
-def write_done(run_dir: Path, command: list[str], start: datetime, end: datetime, wall_seconds: float) -> None:
-    """The DONE marker: what ran, where, when and for how long (written atomically)."""
+def export(run_dir: Path, to: Path) -> int:
+    """A finished run's result.json and actor.pt; an export that fails leaves the run done (export it again
+    with `python -m benchmarks.results RUN_DIR --to DIR`) but makes the status 1."""
+    try:
+        results.export(run_dir, to)
+    except (results.ExportError, OSError, ValueError, KeyError) as err:
+        print(f"{'EXPORT FAILED':17}{run_dir}: {err}", flush=True)
+        return 1
+    print(f"{'exported':17}{to}", flush=True)
+    return 0
+
+
+def write_done(run_dir: Path, command: list[str], start: datetime, end: datetime, wall_seconds: float,
+               extra: dict | None = None) -> None:  # fmt: skip
+    """The DONE marker: what ran, where, when and for how long, and `extra` (written atomically)."""
     utc = "%Y-%m-%dT%H:%M:%SZ"
     record = {"command": shlex.join(command), "start": start.strftime(utc), "end": end.strftime(utc),
-              "wall_seconds": round(wall_seconds, 1), "host": socket.gethostname()}  # fmt: skip
+              "wall_seconds": round(wall_seconds, 1), "host": socket.gethostname(), **(extra or {})}  # fmt: skip
     tmp = run_dir / f"{DONE}.tmp"
     tmp.write_text(json.dumps(record, indent=1) + "\n")
     tmp.replace(run_dir / DONE)
@@ -307,9 +352,11 @@ def list_commands(specs: list[RunSpec], python: str, workers: int) -> str:
 def write_plan(specs: list[RunSpec], python: str, workers: int) -> tuple[Path, int]:
     """The local plan of the runs still to do, read by the workers (`run PLAN INDEX`) and by `summary`."""
     todo, done = pending(specs, python)
+    if any(spec.algo in PEERS for spec in todo):
+        sb3_peer.sb3_python()
     plan = {"grid": specs[0].grid, "skipped": len(done),
-            "runs": [{"run_dir": str(s.run_dir), "command": s.command(python), "env": run_env(workers)}
-                     for s in todo]}  # fmt: skip
+            "runs": [{"run_dir": str(s.run_dir), "command": s.command(python), "env": run_env(workers),
+                      "results_dir": s.results_dir and str(s.results_dir)} for s in todo]}  # fmt: skip
     path = grid_dir(specs[0].grid) / "plan.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(plan, indent=1) + "\n")
@@ -354,7 +401,8 @@ def slurm_script(specs: list[RunSpec], python: str, options: argparse.Namespace)
         'case "$SLURM_ARRAY_TASK_ID" in',
     ]
     for i, spec in enumerate(specs):
-        run = [python, "-m", "benchmarks.grid", "exec", str(spec.run_dir), "--", *spec.command(python)]
+        to = ["--results", str(spec.results_dir)] if spec.results_dir else []
+        run = [python, "-m", "benchmarks.grid", "exec", *to, str(spec.run_dir), "--", *spec.command(python)]
         lines.append(f"  {i}) exec {shlex.join(run)} ;;")
     lines += ['  *) echo "no run for array task $SLURM_ARRAY_TASK_ID" >&2; exit 1 ;;', "esac"]
     return "\n".join(lines) + "\n"
@@ -366,6 +414,8 @@ def submit(specs: list[RunSpec], python: str, options: argparse.Namespace) -> in
     if not todo:
         print(f"nothing to submit: {describe(specs, todo)}")
         return 0
+    if any(spec.algo in PEERS for spec in todo) and not options.dry_run:
+        sb3_peer.sb3_python()
     script = slurm_script(todo, python, options)
     path = grid_dir(specs[0].grid) / "slurm" / "job.sh"
     if options.dry_run:
@@ -424,6 +474,7 @@ def parser() -> argparse.ArgumentParser:
             sub.add_argument("index", type=int)
     sub = commands.add_parser("exec")
     sub.add_argument("run_dir", type=Path)
+    sub.add_argument("--results", type=Path, help="the committed copy of the run's result")
     sub.add_argument("training_command", nargs=argparse.REMAINDER)
     return main_parser
 
@@ -460,10 +511,11 @@ def run_command(args: argparse.Namespace) -> int:
         command = args.training_command[1:] if args.training_command[:1] == ["--"] else args.training_command
         if not command:
             raise GridError("exec needs a command after --")
-        return execute(args.run_dir, command)
+        return execute(args.run_dir, command, to=args.results)
     if args.command == "run":
         run = json.loads(args.plan.read_text())["runs"][args.index]
-        return execute(Path(run["run_dir"]), run["command"], run["env"])
+        to = run.get("results_dir")
+        return execute(Path(run["run_dir"]), run["command"], run["env"], to and Path(to))
     if args.command == "summary":
         text, finished = summary(args.plan)
         print(text)

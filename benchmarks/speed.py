@@ -12,10 +12,9 @@ step): everything the training loop does per step (acting, storing, sampling, up
 random warm-up, the first updates (and any compilation) are over. Evaluation is pushed past the end.
 Runs alternate (ours, SB3, ours, SB3, ...) so that a slow phase of the machine hits both.
 
-SB3 is configured like our defaults: 256-256 MLPs, batch 256, buffer 1M, the same learning_starts, one gradient
-step per env step, Adam 3e-4, tau 0.005, gamma 0.99; TD3 with policy delay 2, N(0, 0.1) exploration noise,
-target noise 0.2 clipped at 0.5; SAC with auto-alpha (initial 1) and target entropy -|A|. It is installed into
-its own virtual environment (.bench-venvs/sb3, from benchmarks/requirements-sb3.txt) and never imported here.
+SB3 is configured like our defaults (benchmarks/sb3_peer.py says how), with the same learning_starts. It is
+installed into its own virtual environment (.bench-venvs/sb3, from benchmarks/requirements-sb3.txt) and never
+imported into ours.
 
 The floor: FLOPs of the matrix products one env step costs (counted from the layer sizes below) divided by the
 float32 matmul rate this process measures on 256x256x256 products, on the same threads, in the same run. A second,
@@ -33,8 +32,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SB3_VENV = ROOT / ".bench-venvs" / "sb3"
-SB3_REQUIREMENTS = ROOT / "benchmarks" / "requirements-sb3.txt"
+sys.path.insert(0, str(ROOT))  # run as a script: our training scripts and benchmarks.sb3_peer
+from benchmarks.sb3_peer import make_model, sb3_python  # noqa: E402 (needs the line above)
+
 HIDDEN, BATCH = 256, 256
 
 
@@ -111,7 +111,6 @@ def replay_ms(calls, device: str, seconds: float = 1.0) -> float:
 
 
 def run_ours(algo: str, env_id: str, steps: int, learning_starts: int, device: str, flags: list[str], times):
-    sys.path.insert(0, str(ROOT))
     module = __import__(f"{algo}_continuous")
     import tyro
 
@@ -146,20 +145,8 @@ def run_ours(algo: str, env_id: str, steps: int, learning_starts: int, device: s
 
 def run_sb3(algo: str, env_id: str, steps: int, learning_starts: int, device: str, times):
     import gymnasium as gym
-    import numpy as np
-    import stable_baselines3 as sb3
-    from stable_baselines3.common.noise import NormalActionNoise
 
-    env = step_clock(gym.make(env_id), times)
-    common = {"learning_rate": 3e-4, "buffer_size": 1_000_000, "learning_starts": learning_starts}
-    common |= {"batch_size": BATCH, "tau": 0.005, "gamma": 0.99, "train_freq": 1, "gradient_steps": 1}
-    common |= {"policy_kwargs": {"net_arch": [HIDDEN, HIDDEN]}, "device": device, "seed": 1, "verbose": 0}
-    if algo == "sac":
-        model = sb3.SAC("MlpPolicy", env, ent_coef="auto", target_update_interval=1, **common)
-    else:
-        noise = NormalActionNoise(np.zeros(env.action_space.shape), 0.1 * np.ones(env.action_space.shape))
-        model = sb3.TD3("MlpPolicy", env, action_noise=noise, policy_delay=2, target_policy_noise=0.2, **common)
-    model.learn(total_timesteps=steps)
+    make_model(algo, step_clock(gym.make(env_id), times), 1, learning_starts, device).learn(total_timesteps=steps)
 
 
 def worker_parser() -> argparse.ArgumentParser:
@@ -244,19 +231,6 @@ def env_dims(env_id: str) -> tuple[int, int]:
 
 
 # ----------------------------------------------------------------------------- the orchestrator
-def sb3_python() -> Path:
-    """The peer's interpreter, in a virtual environment of its own, created on first use."""
-    python = SB3_VENV / "bin" / "python"
-    stamp = SB3_VENV / "installed.txt"
-    if stamp.exists() and stamp.read_text() == SB3_REQUIREMENTS.read_text():
-        return python
-    print(f"creating {SB3_VENV.relative_to(ROOT)} for Stable-Baselines3 (once) ...", flush=True)
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(SB3_VENV)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "-r", str(SB3_REQUIREMENTS)], check=True)
-    stamp.write_text(SB3_REQUIREMENTS.read_text())
-    return python
-
-
 def worker_command(python: Path, impl: str, algo: str, a: argparse.Namespace, flags: str) -> list[str]:
     cmd = [str(python), __file__, "worker", impl, algo, "--env-id", a.env_id, "--device", a.device]
     cmd += ["--learning-starts", str(a.learning_starts), "--burn-in", str(a.burn_in), "--measure", str(a.measure)]

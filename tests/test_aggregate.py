@@ -1,6 +1,7 @@
 """benchmarks/aggregate.py: the IQM and its bootstrap CI, and the table and curves of a grid written here."""
 
 import math
+import shutil
 from datetime import UTC, datetime
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 from torch.utils.tensorboard import SummaryWriter
 
 from benchmarks import aggregate, grid
+from benchmarks import results as result_files
 
 # (env, algo, seed) -> eval/episodic_return by step; the finished runs of the grid written below
 FINISHED = {
@@ -168,3 +170,38 @@ def test_a_grid_without_finished_runs_is_an_error(tmp_path):
     with pytest.raises(SystemExit, match=r"no finished runs .*; 1 unfinished"):
         aggregate.aggregate(tmp_path / "g", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+# ----------------------------------------------------------------------------- committed results
+
+
+def table_rows(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("| ")]
+
+
+def test_committed_result_files_give_the_table_the_logs_give(fake_grid, results, tmp_path):
+    copy = tmp_path / "fake"
+    shutil.copytree(fake_grid, copy)
+    for run_dir in copy.glob("*/*/seed*"):
+        if (run_dir / grid.DONE).exists() and aggregate.eval_curve(run_dir):
+            result_files.export(run_dir, tmp_path / "committed" / run_dir.relative_to(copy))
+    text, _ = aggregate.aggregate(tmp_path / "committed", tmp_path / "out")
+    assert table_rows(text) == table_rows(results[1][0])
+
+
+def test_a_presets_committed_grid_says_it_is_partial_and_what_is_missing(tmp_path):
+    for algo, final in [("td3", 900.0), ("sb3-td3", 800.0)]:
+        folder = tmp_path / "medium" / "Hopper-v5" / algo / "seed1"
+        folder.mkdir(parents=True)
+        curve = {"steps": [10_000, 300_000], "mean": [100.0, final], "std": [1.0, 2.0]}
+        result_files.write_json(folder / result_files.RESULT, {"eval": curve, "wall_seconds": 1800.0})
+    text, _ = aggregate.aggregate(tmp_path / "medium", tmp_path / "out")
+    assert "**Partial: 2 of the preset's 32 runs have finished**" in text
+    assert table_rows(text)[1:] == [
+        "| Hopper-v5 | TD3 | 1 | 300,000 | 900.0 ± – | 900.0 [900.0, 900.0] | 1: 900.0 | 30.0 |",
+        "| Hopper-v5 | SB3 TD3 | 1 | 300,000 | 800.0 ± – | 800.0 [800.0, 800.0] | 1: 800.0 | 30.0 |",
+    ]
+    missing = text.split("## Not finished yet")[1].strip().splitlines()
+    assert "- Hopper-v5 TD3: seeds 2, 3" in missing and "- Hopper-v5 SAC: seeds 1, 2, 3" in missing
+    assert "- Hopper-v5 SB3 SAC: seed 1" in missing and "- Ant-v5 SB3 TD3: seed 1" in missing
+    assert len(missing) == 15  # 4 envs × (TD3, SAC, SB3 TD3, SB3 SAC), less Hopper's SB3 TD3

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import grid
+from benchmarks import grid, results
 from tests import helpers
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = "python"  # the interpreter named in commands built in-process
+ALGORITHMS = "td3, sac, sb3-td3, sb3-sac"
 PENDULUM_FLAGS = ["--learning-starts", "1000", "--eval-frequency", "2000"]
 STAND_IN = """
 import os, signal, sys, time
@@ -104,10 +105,12 @@ def test_quick_preset_runs_and_commands():
         *PENDULUM_FLAGS, "--run-name", "grid/quick/Pendulum-v1/td3/seed1",
     ]  # fmt: skip
     assert specs[0].run_dir == Path("runs/grid/quick/Pendulum-v1/td3/seed1")
-    # env by env, then seed, then algorithm: an interrupted grid has whole envs done first
-    assert [(s.env_id, s.seed, s.algo) for s in specs[:4]] == [
-        ("Pendulum-v1", 1, "td3"), ("Pendulum-v1", 1, "sac"), ("Pendulum-v1", 2, "td3"), ("Pendulum-v1", 2, "sac"),
+    # seed by seed, then env, then algorithm: a grid cut short has every pair at seed 1 before any at seed 2
+    assert [(s.seed, s.env_id, s.algo) for s in specs[:7]] == [
+        (1, "Pendulum-v1", "td3"), (1, "Pendulum-v1", "sac"), (1, "InvertedPendulum-v5", "td3"),
+        (1, "InvertedPendulum-v5", "sac"), (1, "Hopper-v5", "td3"), (1, "Hopper-v5", "sac"), (2, "Pendulum-v1", "td3"),
     ]  # fmt: skip
+    assert not any(s.committed for s in specs) and specs[0].results_dir is None
     budgets = {(s.env_id, s.steps, s.flags) for s in specs}
     assert budgets == {
         ("Pendulum-v1", 20_000, tuple(PENDULUM_FLAGS)),
@@ -120,8 +123,8 @@ def test_quick_preset_runs_and_commands():
 def test_full_preset_runs():
     specs = specs_of("full")
     assert len(specs) == 5 * 2 * 5
-    assert [s.env_id for s in specs[::10]] == ["HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5", "Humanoid-v5"]
-    assert {s.seed for s in specs} == {1, 2, 3, 4, 5} and {s.algo for s in specs} == {"td3", "sac"}
+    assert [s.env_id for s in specs[:10:2]] == ["HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5", "Humanoid-v5"]
+    assert [s.seed for s in specs[::10]] == [1, 2, 3, 4, 5] and {s.algo for s in specs} == {"td3", "sac"}
     assert {(s.steps, s.flags) for s in specs} == {(1_000_000, ("--eval-frequency", "10000"))}
     assert specs[-1].run_name == "grid/full/Humanoid-v5/sac/seed5"
 
@@ -138,6 +141,26 @@ def test_custom_grid_commands(seeds):
     assert specs[0].run_dir == Path("runs/grid/mine/Hopper-v5/sac/seed1")
 
 
+def test_medium_preset_runs_seed_by_seed_with_sb3_beside_seed_1_and_commits_results():
+    specs = specs_of("medium")
+    envs = ["HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5"]
+    ours = [(1, env, algo) for env in envs for algo in ("td3", "sac")]
+    peers = [(1, env, algo) for env in envs for algo in ("sb3-td3", "sb3-sac")]
+    later = [(seed, env, algo) for seed in (2, 3) for env in envs for algo in ("td3", "sac")]
+    assert [(s.seed, s.env_id, s.algo) for s in specs] == ours + peers + later
+    assert {(s.steps, s.flags) for s in specs} == {(300_000, ("--eval-frequency", "10000", "--save-model"))}
+    assert specs[0].command(PY) == [
+        PY, "td3_continuous.py", "--env-id", "HalfCheetah-v5", "--seed", "1", "--total-timesteps", "300000",
+        "--eval-frequency", "10000", "--save-model", "--run-name", "grid/medium/HalfCheetah-v5/td3/seed1",
+    ]  # fmt: skip
+    assert specs[9].command(PY) == [
+        ".bench-venvs/sb3/bin/python", "benchmarks/sb3_peer.py", "--algo", "sac", "--env-id", "HalfCheetah-v5",
+        "--seed", "1", "--total-timesteps", "300000", "--eval-frequency", "10000", "--save-model",
+        "--run-name", "grid/medium/HalfCheetah-v5/sb3-sac/seed1",
+    ]  # fmt: skip
+    assert specs[-1].results_dir == Path("docs/benchmarks/medium/Ant-v5/sac/seed3")
+
+
 def test_custom_grid_is_named_custom_by_default_and_keeps_quoted_flags():
     (spec,) = specs_of("grid", "--algos", "td3", "--envs", "Pendulum-v1", "--seeds", "7", "--steps", "500",
                        "--flags", "--exp-name 'a b' --batch-size 32")  # fmt: skip
@@ -151,7 +174,10 @@ CUSTOM = ["grid", "--algos", "td3", "--envs", "Pendulum-v1", "--seeds", "1", "--
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["grid", "--algos", "td3", "ppo", *CUSTOM[3:]], "unknown algorithm 'ppo' (choose from td3, sac)"),
+        (
+            ["grid", "--algos", "td3", "ppo", *CUSTOM[3:]],
+            "unknown algorithm 'ppo' (choose from td3, sac, sb3-td3, sb3-sac)",
+        ),
         (["quik"], "invalid choice: 'quik'"),
         ([*CUSTOM[:5], "--seeds", "1 two", "--steps", "100"], "--seeds must be whole numbers (got 'two')"),
         ([*CUSTOM[:5], "--seeds", "1.5", "--steps", "100"], "--seeds must be whole numbers (got '1.5')"),
@@ -182,7 +208,10 @@ def test_bad_input_stops_with_one_line(cli, tmp_path, argv, message):
 
 def test_bad_input_through_benchmark_sh(repo):
     result = repo("grid", "--algos", "ppo", "--envs", "Pendulum-v1", "--seeds", "1", "--steps", "100")
-    assert result.returncode == 1 and result.stderr == "error: unknown algorithm 'ppo' (choose from td3, sac)\n"
+    assert (
+        result.returncode == 1
+        and result.stderr == "error: unknown algorithm 'ppo' (choose from td3, sac, sb3-td3, sb3-sac)\n"
+    )
     result = repo("quik")
     assert result.returncode == 2 and "unknown command 'quik'" in result.stderr
     assert not (repo.path / "runs").exists()
@@ -220,6 +249,33 @@ def test_dry_run_marks_finished_and_unfinished_runs_and_changes_nothing(cli, tmp
     assert lines[1] == f"OMP_NUM_THREADS=1 {commands[1]}  # unfinished: {specs[1].run_dir} is deleted first"
     assert lines[2:-1] == [f"OMP_NUM_THREADS=1 {c}" for c in commands[2:]]
     assert lines[-1] == "# 18 runs (3 envs × 2 algorithms × 3 seeds) in runs/grid/quick/: 1 done, 17 to run"
+
+
+def commit_result(spec: grid.RunSpec, command: list[str]) -> None:
+    """Make spec look like a run that finished on another machine: only its committed result is here."""
+    spec.results_dir.mkdir(parents=True)
+    results.write_json(spec.results_dir / results.RESULT, {"command": shlex.join(command)})
+
+
+def test_a_committed_result_counts_as_finished_and_must_have_the_same_flags(cli, tmp_path):
+    specs = specs_of("medium")
+    commit_result(specs[0], specs[0].command("/elsewhere/python"))  # the interpreter may differ
+    code, out, _ = cli("list", "medium")
+    assert code == 0 and out.splitlines()[0].startswith("# skipped (done): ")
+    assert out.splitlines()[-1].endswith(": 1 done, 31 to run") and not (tmp_path / "runs").exists()
+    commit_result(specs[1], [*specs[1].command(PY), "--batch-size", "32"])
+    code, _, err = cli("list", "medium")
+    assert code == 1 and f"{specs[1].run_dir} finished with other flags" in err
+
+
+def test_slurm_tasks_of_a_committing_grid_export_their_results():
+    specs = specs_of("medium")[:2]
+    script = grid.slurm_script(specs, PY, grid.parse(["submit", "medium", "--slurm"]))
+    task = re.search(r"^  1\) exec (.*) ;;$", script, flags=re.MULTILINE).group(1)
+    assert shlex.split(task) == [PY, "-m", "benchmarks.grid", "exec", "--results", str(specs[1].results_dir),
+                                 str(specs[1].run_dir), "--", *specs[1].command(PY)]  # fmt: skip
+    parsed = grid.parse(shlex.split(task)[3:])
+    assert (parsed.run_dir, parsed.results) == (specs[1].run_dir, specs[1].results_dir)
 
 
 def test_a_finished_run_with_other_flags_is_an_error_not_a_skip(cli):
