@@ -20,6 +20,9 @@ commands:
   aggregate runs/grid/NAME | docs/benchmarks/NAME [--out DIR]
                       results.md (final eval return per env and algorithm: mean ± std over seeds, IQM with a
                       95% bootstrap CI, each seed) and curves.png (learning curves), into DIR (default: NAME's folder)
+  videos docs/benchmarks/NAME [--seed K]
+                      an animated WebP (about 4 s, 240 px wide, under 1 MB) of seed K's final actor (default 1) for
+                      each env and algorithm, recorded with --checkpoint ... --capture-video (benchmarks/videos.py)
   speed [args]        training-speed measurements (benchmarks/speed.py)
 
 options of quick, medium, full and grid:
@@ -91,6 +94,7 @@ case $command in
       *) exec "$PYTHON" -m benchmarks.grid "$mode" --python "$PYTHON" "$command" "$@" ;;
     esac ;;
   aggregate) exec "$PYTHON" -m benchmarks.aggregate "$@" ;;
+  videos) exec "$PYTHON" -m benchmarks.videos "$@" ;;
   speed) exec "$PYTHON" benchmarks/speed.py "$@" ;;
   -h | --help) usage ;;
   "") usage >&2; exit 2 ;;

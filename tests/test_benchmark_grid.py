@@ -226,8 +226,9 @@ def test_parallel_runs_share_the_cores(monkeypatch, cores, workers, threads):
 def test_help_lists_every_command_and_option(repo):
     result = repo("--help")
     assert result.returncode == 0
-    words = ["quick", "full", "grid", "aggregate", "speed", "--workers", "--name", "--dry-run", "--slurm",
-             "--partition", "--time", "--cpus-per-task", "--mem", "--gpus", "--account", "--max-parallel"]  # fmt: skip
+    words = ["quick", "medium", "full", "grid", "aggregate", "videos", "speed", "--workers", "--name",
+             "--dry-run", "--slurm", "--partition", "--time", "--cpus-per-task", "--mem", "--gpus", "--account",
+             "--max-parallel"]  # fmt: skip
     for word in words:
         assert word in result.stdout
 
