@@ -24,6 +24,12 @@ edges count in part (n=3: weights 1/6, 2/3, 1/6), so the IQM is defined for any 
 The confidence interval is the 2.5 and 97.5 percentiles of the IQM of 10,000 resamples of the seeds (with
 replacement, fixed rng seed). Resampling happens within each (env, algorithm) cell: the stratified bootstrap
 of Agarwal et al. with a single task per cell.
+
+Why not their library, rliable: 1.2.0 pulls in arch, pandas, scipy and seaborn, and with our pins its arch fails
+to import under pandas 3 (it needs pandas<3). Where 0.25·n is whole its IQM and ours are the same number and the
+CIs agree to the bootstrap's noise (tests/test_aggregate.py compares them, against rliable itself when it is
+installed); for other n it uses scipy.stats.trim_mean, which cuts int(0.25·n) values from each end: none of
+3 seeds, so its IQM of 3 seeds is their plain mean.
 """
 
 import argparse

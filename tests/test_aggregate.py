@@ -103,6 +103,45 @@ def test_bootstrap_ci_is_ordered_contains_the_iqm_and_is_reproducible():
     np.testing.assert_allclose((low, high), reference, rtol=1e-12)
 
 
+# rliable 1.2.0 (Agarwal et al.'s library; with arch 7.2.0, pandas 2.3.3, numpy 2.4.6), one task, seeds as runs:
+# metrics.aggregate_iqm(x[:, None]) and library.get_interval_estimates({"a": x[:, None]}, iqm, reps=50_000)
+RLIABLE = {
+    (2410.0, 3336.0, 1954.0, 7697.0): (2873.0, (1954.0, 7697.0)),
+    (300.4, 156.4, 290.0, 194.9, 281.6, 226.0, 248.9, 234.2): (247.675, (202.675, 285.8)),
+}
+
+
+@pytest.mark.parametrize("values", list(RLIABLE))
+def test_iqm_and_its_ci_agree_with_rliable_when_a_quarter_of_the_seeds_is_whole(values):
+    expected_iqm, (low, high) = RLIABLE[values]
+    assert aggregate.iqm(values) == pytest.approx(expected_iqm, rel=1e-12)
+    ours = aggregate.iqm_ci(values, resamples=50_000)
+    tolerance = 0.01 * (max(values) - min(values))  # two bootstraps with their own random resamples
+    assert ours == pytest.approx((low, high), abs=tolerance)
+
+
+def test_with_three_seeds_rliable_trims_nothing_and_we_weigh_the_edges():
+    """scipy's trim_mean, which rliable's IQM calls, cuts int(0.25 n) values from each end: none of 3, so its
+    "IQM" of 3 seeds is their mean (rliable 1.2.0 gave -150.633). Ours keeps the middle 50% of the quantiles."""
+    values = [-175.4, -118.4, -158.1]
+    assert np.mean(values) == pytest.approx(-150.633, abs=1e-3)
+    assert aggregate.iqm(values) == pytest.approx((-175.4 + 4 * -158.1 - 118.4) / 6)
+
+
+def test_against_rliable_itself_when_it_is_installed():
+    rliable = pytest.importorskip("rliable.library", reason="rliable is optional (pip install rliable 'pandas<3')")
+    metrics = pytest.importorskip("rliable.metrics")
+    rng = np.random.default_rng(1)
+    for n in (4, 8, 12):
+        values = rng.normal(1000, 300, n)
+        _, ci = rliable.get_interval_estimates(
+            {"a": values[:, None]}, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=50_000
+        )
+        assert aggregate.iqm(values) == pytest.approx(metrics.aggregate_iqm(values[:, None]), rel=1e-12)
+        expected = pytest.approx(tuple(ci["a"][:, 0]), abs=0.01 * np.ptp(values))
+        assert aggregate.iqm_ci(values, resamples=50_000) == expected
+
+
 # ----------------------------------------------------------------------------- the grid's table and curves
 
 

@@ -2,6 +2,7 @@
 nothing. The exactness tests use an env whose reset does not depend on the seed and interrupt it when every
 episode has just ended, the only point where cutting the envs off changes nothing."""
 
+import itertools
 import os
 import signal
 import subprocess
@@ -95,6 +96,20 @@ def test_interrupt_and_resume_gives_the_uninterrupted_run(algo, train, tmp_path,
     assert logged("parts") == logged("whole")
     for name, value in whole["actor"].state_dict().items():
         assert torch.equal(rest["actor"].state_dict()[name], value), name
+
+
+def test_steps_per_second_after_resume_count_only_the_resumed_steps(algo, train, tmp_path, interrupt_at, monkeypatch):
+    """On a clock that ticks once per call, every step takes at least one tick of training time (its evaluation
+    and saving pause takes one more, which is not counted), so no window can show more than one step per tick."""
+    interrupt_at(45)  # after learning started (40): the resumed run goes on counting updates
+    train(algo, **RUN, run_name="r")
+    interrupt_at(None)
+    monkeypatch.setattr(algo, "LOG_EVERY", 10)
+    ticks = itertools.count()
+    monkeypatch.setattr(algo.time, "perf_counter", lambda: float(next(ticks)))
+    resume(algo, "r")
+    resumed = [(step, sps) for step, sps in read_scalars(tmp_path / "runs" / "r")["charts/SPS"] if step > 45]
+    assert resumed and all(0 < sps <= 1.0 for _, sps in resumed), resumed
 
 
 # ----------------------------------------------------------------------------- bad input
