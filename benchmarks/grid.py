@@ -328,6 +328,8 @@ def describe(specs: list[RunSpec], todo: list[RunSpec]) -> str:
     sizes = [(len({getattr(s, field) for s in specs}), word) for field, word in
              [("env_id", "env"), ("algo", "algorithm"), ("seed", "seed")]]  # fmt: skip
     shape = " × ".join(f"{n} {word}{'s' if n > 1 else ''}" for n, word in sizes)
+    if sizes[0][0] * sizes[1][0] * sizes[2][0] != len(specs):  # peers run with fewer seeds
+        shape = shape.replace(" × ", ", ") + ", not every combination"
     done = len(specs) - len(todo)
     return f"{len(specs)} runs ({shape}) in {grid_dir(specs[0].grid)}/: {done} done, {len(todo)} to run"
 

@@ -159,6 +159,9 @@ def test_medium_preset_runs_seed_by_seed_with_sb3_beside_seed_1_and_commits_resu
         "--run-name", "grid/medium/HalfCheetah-v5/sb3-sac/seed1",
     ]  # fmt: skip
     assert specs[-1].results_dir == Path("docs/benchmarks/medium/Ant-v5/sac/seed3")
+    assert grid.describe(specs, specs[1:]) == (
+        "32 runs (4 envs, 4 algorithms, 3 seeds, not every combination) in runs/grid/medium/: 1 done, 31 to run"
+    )
 
 
 def test_custom_grid_is_named_custom_by_default_and_keeps_quoted_flags():
