@@ -25,6 +25,8 @@ same ops, shapes and memory layouts) and replayed back to back, with nothing els
 import argparse
 import itertools
 import json
+import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -136,10 +138,14 @@ def run_ours(algo: str, env_id: str, steps: int, learning_starts: int, device: s
     make_vector_env = module.make_vector_env
     module.make_vector_env = lambda args: record_last_two_steps(step_clock(make_vector_env(args), times))
     argv = ["--env-id", env_id, "--total-timesteps", str(steps), "--learning-starts", str(learning_starts)]
-    argv += ["--eval-frequency", str(10 * steps), "--eval-episodes", "1", "--run-name", f"speed/{algo}"]
+    run_name = f"speed/{algo}-{os.getpid()}"  # workers side by side must not share a run folder
+    argv += ["--eval-frequency", str(10 * steps), "--eval-episodes", "1", "--run-name", run_name]
     argv += ["--buffer-size", "1000000", "--batch-size", str(BATCH)]
     argv += ([] if device == "cuda" else ["--no-cuda"]) + flags
-    module.main(tyro.cli(module.Args, args=argv))
+    try:
+        module.main(tyro.cli(module.Args, args=argv))
+    finally:
+        shutil.rmtree(Path("runs") / run_name, ignore_errors=True)  # logs and training state: not needed here
     return recorder.calls
 
 
