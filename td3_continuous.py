@@ -221,6 +221,18 @@ def make_vector_env(args: Args) -> gym.vector.SyncVectorEnv:
     )
 
 
+def follow_the_agent(env: gym.Env) -> None:
+    """Videos of a MuJoCo env are filmed by its model's camera named "track", which follows the agent, if it has
+    one. NOTE: Gymnasium 1.x films them with a free camera that stays where the agent started: HalfCheetah, Hopper,
+    Walker2d and Ant walk out of the picture within seconds."""
+    renderer = getattr(env.unwrapped, "mujoco_renderer", None)
+    if renderer is None or renderer.camera_id != -1:  # not MuJoCo, or a camera chosen already (-1: the free one)
+        return
+    cameras = [renderer.model.camera(i).name for i in range(renderer.model.ncam)]
+    if "track" in cameras:
+        renderer.camera_id = cameras.index("track")
+
+
 def make_eval_env(env_id: str, episodes: int, video_folder: str | None) -> gym.Env:
     """A separate env for deterministic evaluation; records each evaluation's first episode if asked. Its
     episodes end at the env's time limit, or after EVAL_MAX_EPISODE_STEPS if it has none."""
@@ -229,6 +241,7 @@ def make_eval_env(env_id: str, episodes: int, video_folder: str | None) -> gym.E
         env = gym.wrappers.TimeLimit(env, max_episode_steps=EVAL_MAX_EPISODE_STEPS)
     if video_folder is None:
         return env
+    follow_the_agent(env)
     try:  # render once now, so a missing renderer fails before training rather than at the first evaluation
         env.reset(seed=0)
         env.render()

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gymnasium as gym
+import numpy as np
 import pytest
 
 import sac_continuous
@@ -224,6 +226,27 @@ def test_capture_video_works_headless(algo, tmp_path):
     assert result.returncode == 0, result.stderr
     videos = list((tmp_path / "videos").rglob("*.mp4"))
     assert videos and all(v.stat().st_size > 1_000 for v in videos)
+
+
+@pytest.mark.skipif(ctypes.util.find_library("EGL") is None, reason="no libEGL on this machine")
+@pytest.mark.parametrize("env_id", ["HalfCheetah-v5", "Hopper-v5"])
+def test_videos_follow_the_agent(algo, env_id, tmp_path, monkeypatch):
+    monkeypatch.setenv("MUJOCO_GL", "egl")
+
+    def pictures(env):
+        """What the video shows at the start, and once the agent has moved 4 m forward."""
+        sim = env.unwrapped
+        env.reset(seed=0)
+        start = sim.render().astype(float)
+        qpos = sim.data.qpos.copy()
+        qpos[0] += 4.0
+        sim.set_state(qpos, sim.data.qvel.copy())
+        moved = sim.render().astype(float)
+        env.close()
+        return np.abs(moved - start).mean()  # 0: the same picture
+
+    assert pictures(algo.make_eval_env(env_id, 1, str(tmp_path / "videos"))) < 0.5  # the camera moved with it
+    assert pictures(gym.make(env_id, render_mode="rgb_array")) > 1.5  # Gymnasium's free camera stays behind (≥ 3.8)
 
 
 @pytest.mark.skipif(ctypes.util.find_library("OSMesa") is not None, reason="OSMesa is installed here")
