@@ -28,6 +28,8 @@ commands:
 options of quick, medium, full and grid:
   --workers N         runs in parallel on this machine (default 1); each gets max(1, cores / N) torch threads
   --name NAME         the grid's folder runs/grid/NAME/ (default: the preset's name, or custom for grid)
+  --max-runs N        only the first N runs still to do, in the grid's order (to fit a time window);
+                      the same command again goes on with the next ones
   --dry-run           print the commands, finished runs marked as skipped, and do nothing else
   --slurm             write a Slurm job array (one task per unfinished run) to runs/grid/NAME/slurm/job.sh and
                       submit it with sbatch; with --dry-run, print the script and the sbatch command instead

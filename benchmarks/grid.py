@@ -323,19 +323,22 @@ def pending(specs: list[RunSpec], python: str) -> tuple[list[RunSpec], list[RunS
     return [s for s in specs if status[s] != "done"], [s for s in specs if status[s] == "done"]
 
 
-def describe(specs: list[RunSpec], todo: list[RunSpec]) -> str:
-    """One line: '18 runs (3 envs × 2 algorithms × 3 seeds) in runs/grid/quick/: 2 done, 16 to run'."""
+def describe(specs: list[RunSpec], todo: list[RunSpec], max_runs: int | None = None) -> str:
+    """One line: '18 runs (3 envs × 2 algorithms × 3 seeds) in runs/grid/quick/: 2 done, 16 to run', and with
+    --max-runs 4, '..., 16 to run, the first 4 now'."""
     sizes = [(len({getattr(s, field) for s in specs}), word) for field, word in
              [("env_id", "env"), ("algo", "algorithm"), ("seed", "seed")]]  # fmt: skip
     shape = " × ".join(f"{n} {word}{'s' if n > 1 else ''}" for n, word in sizes)
     if sizes[0][0] * sizes[1][0] * sizes[2][0] != len(specs):  # peers run with fewer seeds
         shape = shape.replace(" × ", ", ") + ", not every combination"
     done = len(specs) - len(todo)
-    return f"{len(specs)} runs ({shape}) in {grid_dir(specs[0].grid)}/: {done} done, {len(todo)} to run"
+    now = f", the first {max_runs} now" if max_runs is not None and max_runs < len(todo) else ""
+    return f"{len(specs)} runs ({shape}) in {grid_dir(specs[0].grid)}/: {done} done, {len(todo)} to run{now}"
 
 
-def list_commands(specs: list[RunSpec], python: str, workers: int) -> str:
-    """--dry-run: every command, one per line; finished runs are commented out as skipped."""
+def list_commands(specs: list[RunSpec], python: str, workers: int, max_runs: int | None = None) -> str:
+    """--dry-run: every command, one per line; finished runs are commented out as skipped, and those beyond
+    --max-runs as left for later."""
     lines, todo = [], []
     for spec in specs:
         line = command_line(spec.command(python), run_env(workers))
@@ -344,16 +347,22 @@ def list_commands(specs: list[RunSpec], python: str, workers: int) -> str:
             line = f"# skipped (done): {line}"
         else:
             todo.append(spec)
-        if status == "unfinished":
+        if status != "done" and max_runs is not None and len(todo) > max_runs:
+            line = f"# later (--max-runs {max_runs}): {line}"
+        elif status == "unfinished" and (spec.run_dir / STATE).exists():
+            line += f"  # unfinished: resumes from {spec.run_dir / STATE}"
+        elif status == "unfinished":
             line += f"  # unfinished: {spec.run_dir} is deleted first"
         lines.append(line)
-    lines.append(f"# {describe(specs, todo)}")
+    lines.append(f"# {describe(specs, todo, max_runs)}")
     return "\n".join(lines)
 
 
-def write_plan(specs: list[RunSpec], python: str, workers: int) -> tuple[Path, int]:
-    """The local plan of the runs still to do, read by the workers (`run PLAN INDEX`) and by `summary`."""
-    todo, done = pending(specs, python)
+def write_plan(specs: list[RunSpec], python: str, workers: int, max_runs: int | None = None) -> tuple[Path, int]:
+    """The local plan of the runs still to do (the first max_runs of them), read by the workers (`run PLAN INDEX`)
+    and by `summary`."""
+    all_todo, done = pending(specs, python)
+    todo = all_todo[:max_runs]
     if any(spec.algo in PEERS for spec in todo):
         sb3_peer.sb3_python()
     plan = {"grid": specs[0].grid, "skipped": len(done),
@@ -364,7 +373,7 @@ def write_plan(specs: list[RunSpec], python: str, workers: int) -> tuple[Path, i
     path.write_text(json.dumps(plan, indent=1) + "\n")
     threads = run_env(workers).get("OMP_NUM_THREADS")
     pool = f"{workers} workers × {threads} torch thread(s)" if threads else "one run at a time"
-    print(f"{describe(specs, todo)}; {pool}", file=sys.stderr)
+    print(f"{describe(specs, all_todo, max_runs)}; {pool}", file=sys.stderr)
     return path, len(todo)
 
 
@@ -412,7 +421,8 @@ def slurm_script(specs: list[RunSpec], python: str, options: argparse.Namespace)
 
 def submit(specs: list[RunSpec], python: str, options: argparse.Namespace) -> int:
     """Write the job array of the unfinished runs into the grid folder and sbatch it (or, dry, print both)."""
-    todo, _ = pending(specs, python)
+    all_todo, _ = pending(specs, python)
+    todo = all_todo[: options.max_runs]
     if not todo:
         print(f"nothing to submit: {describe(specs, todo)}")
         return 0
@@ -420,15 +430,16 @@ def submit(specs: list[RunSpec], python: str, options: argparse.Namespace) -> in
         sb3_peer.sb3_python()
     script = slurm_script(todo, python, options)
     path = grid_dir(specs[0].grid) / "slurm" / "job.sh"
+    plan = describe(specs, all_todo, options.max_runs)
     if options.dry_run:
-        print(script + f"# dry run: nothing written or submitted. {describe(specs, todo)}; this would run:")
+        print(script + f"# dry run: nothing written or submitted. {plan}; this would run:")
         print(f"sbatch {path}")
         return 0
     if shutil.which("sbatch") is None:
         raise GridError("sbatch not found on PATH: --slurm must run where Slurm is (add --dry-run to see the job)")
     path.parent.mkdir(parents=True, exist_ok=True)  # also where Slurm writes the tasks' output
     path.write_text(script)
-    print(f"{describe(specs, todo)}; job script {path}", flush=True)
+    print(f"{plan}; job script {path}", flush=True)
     return subprocess.run(["sbatch", str(path)], check=False).returncode
 
 
@@ -456,6 +467,7 @@ def parser() -> argparse.ArgumentParser:
     grid.add_argument("--flags")
     grid.add_argument("--name")
     grid.add_argument("--workers", type=positive, default=1)
+    grid.add_argument("--max-runs", type=positive)
     grid.add_argument("--python", default=".venv/bin/python" if Path(".venv/bin/python").exists() else "python3")
     grid.add_argument("--dry-run", action="store_true")
     grid.add_argument("--slurm", action="store_true")
@@ -526,11 +538,11 @@ def run_command(args: argparse.Namespace) -> int:
     if args.command == "submit":
         return submit(specs, args.python, args)
     if args.command == "list":
-        print(list_commands(specs, args.python, args.workers))
+        print(list_commands(specs, args.python, args.workers, args.max_runs))
     elif args.dry_run or args.slurm:
         raise GridError("prepare plans runs on this machine; --dry-run is `list`, --slurm is `submit`")
     else:
-        path, count = write_plan(specs, args.python, args.workers)
+        path, count = write_plan(specs, args.python, args.workers, args.max_runs)
         print(path, count, args.workers)  # read by benchmark.sh
     return 0
 

@@ -195,6 +195,7 @@ CUSTOM = ["grid", "--algos", "td3", "--envs", "Pendulum-v1", "--seeds", "1", "--
         (["grid", "--algos", "td3", "--envs", "ALE/Pong-v5", *CUSTOM[5:]], "cannot name a run folder"),
         (["quick", "--name", "../elsewhere"], "--name must be a plain folder name"),
         (["quick", "--workers", "0"], "--workers: must be a positive whole number (got '0')"),
+        (["quick", "--max-runs", "0"], "--max-runs: must be a positive whole number (got '0')"),
         (["quick", "--partition", "gpu"], "--partition needs --slurm"),
         (["quick", "--slurm", "--workers", "2"], "with --slurm, use --max-parallel"),
         (["quick", "--slurm", "--time", "tomorrow"], "--time must look like HH:MM:SS"),
@@ -231,7 +232,7 @@ def test_help_lists_every_command_and_option(repo):
     assert result.returncode == 0
     words = ["quick", "medium", "full", "grid", "aggregate", "videos", "speed", "--workers", "--name",
              "--dry-run", "--slurm", "--partition", "--time", "--cpus-per-task", "--mem", "--gpus", "--account",
-             "--max-parallel"]  # fmt: skip
+             "--max-parallel", "--max-runs"]  # fmt: skip
     for word in words:
         assert word in result.stdout
 
@@ -253,6 +254,21 @@ def test_dry_run_marks_finished_and_unfinished_runs_and_changes_nothing(cli, tmp
     assert lines[1] == f"OMP_NUM_THREADS=1 {commands[1]}  # unfinished: {specs[1].run_dir} is deleted first"
     assert lines[2:-1] == [f"OMP_NUM_THREADS=1 {c}" for c in commands[2:]]
     assert lines[-1] == "# 18 runs (3 envs × 2 algorithms × 3 seeds) in runs/grid/quick/: 1 done, 17 to run"
+
+
+def test_dry_run_shows_which_runs_resume_and_which_wait_for_a_later_call(cli, tmp_path):
+    specs = specs_of("quick")
+    finish(specs[0])
+    specs[2].run_dir.mkdir(parents=True)
+    (specs[2].run_dir / grid.STATE).write_bytes(b"saved")  # interrupted after its first checkpoint
+    code, out, _ = cli("list", "quick", "--max-runs", "3", "--dry-run")
+    lines = out.splitlines()
+    commands = [shlex.join(s.command(PY)) for s in specs]
+    assert code == 0 and lines[0] == f"# skipped (done): {commands[0]}"
+    assert lines[1:4] == [commands[1], f"{commands[2]}  # unfinished: resumes from {specs[2].run_dir / grid.STATE}",
+                          commands[3]]  # fmt: skip
+    assert lines[4:-1] == [f"# later (--max-runs 3): {c}" for c in commands[4:]]
+    assert lines[-1].endswith(": 1 done, 17 to run, the first 3 now")
 
 
 def commit_result(spec: grid.RunSpec, command: list[str]) -> None:
@@ -360,6 +376,23 @@ def test_pool_runs_everything_survives_a_failure_and_resumes(repo):
     assert dry.returncode == 0 and dry.stdout.count("# skipped (done): ") == 4
 
 
+def test_max_runs_runs_the_first_runs_still_to_do_and_leaves_the_rest_for_the_next_call(repo):
+    runs = repo.path / "runs/grid/few/Pendulum-v1"
+    first = repo(*STAND_IN_GRID, "--name", "few", "--max-runs", "3")
+    assert first.returncode == 0, first.stderr
+    assert (
+        "4 runs (1 env × 2 algorithms × 2 seeds) in runs/grid/few/: 0 done, 4 to run, the first 3 now" in first.stderr
+    )
+    assert sorted(p.parent.relative_to(runs).as_posix() for p in runs.glob(f"*/*/{grid.DONE}")) == [
+        "sac/seed1", "td3/seed1", "td3/seed2"]  # fmt: skip
+    assert not (runs / "sac/seed2").exists()
+    second = repo(*STAND_IN_GRID, "--name", "few", "--max-runs", "3")
+    assert (
+        second.returncode == 0
+        and second.stdout.splitlines()[-1] == "few: 1 ran, 3 skipped (done before), 0 failed or stopped"
+    )
+
+
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
 def test_ctrl_c_or_sigterm_stops_every_run(repo, how):
     env = {**os.environ, "PYTHON": sys.executable, "STAND_IN_WAIT": "1"}
@@ -406,6 +439,16 @@ def test_slurm_dry_run_prints_the_job_array_of_unfinished_runs(cli, tmp_path):
     for (_, line), spec in zip(tasks, specs[1:], strict=True):  # the finished run is left out
         assert shlex.split(line) == [PY, "-m", "benchmarks.grid", "exec", str(spec.run_dir), "--", *spec.command(PY)]
     assert out.splitlines()[-1] == "sbatch runs/grid/quick/slurm/job.sh"
+
+
+def test_slurm_with_max_runs_submits_only_the_first_runs_still_to_do(cli):
+    specs = specs_of("quick")
+    finish(specs[0])
+    code, out, _ = cli("submit", "quick", "--slurm", "--max-runs", "2", "--dry-run")
+    tasks = re.findall(r"^  \d+\) exec .* -- (.*) ;;$", out, flags=re.MULTILINE)
+    assert code == 0 and "#SBATCH --array=0-1" in out.splitlines()
+    assert [shlex.split(t) for t in tasks] == [s.command(PY) for s in specs[1:3]]
+    assert "1 done, 17 to run, the first 2 now; this would run:" in out
 
 
 def test_slurm_defaults():
