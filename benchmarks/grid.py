@@ -333,7 +333,8 @@ def describe(specs: list[RunSpec], todo: list[RunSpec], max_runs: int | None = N
         shape = shape.replace(" × ", ", ") + ", not every combination"
     done = len(specs) - len(todo)
     now = f", the first {max_runs} now" if max_runs is not None and max_runs < len(todo) else ""
-    return f"{len(specs)} runs ({shape}) in {grid_dir(specs[0].grid)}/: {done} done, {len(todo)} to run{now}"
+    runs = f"{len(specs)} run{'s' if len(specs) != 1 else ''}"
+    return f"{runs} ({shape}) in {grid_dir(specs[0].grid)}/: {done} done, {len(todo)} to run{now}"
 
 
 def list_commands(specs: list[RunSpec], python: str, workers: int, max_runs: int | None = None) -> str:

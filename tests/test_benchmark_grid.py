@@ -141,6 +141,13 @@ def test_custom_grid_commands(seeds):
     assert specs[0].run_dir == Path("runs/grid/mine/Hopper-v5/sac/seed1")
 
 
+def test_a_grid_of_one_run_is_described_in_the_singular():
+    (spec,) = specs_of(*CUSTOM)
+    assert (
+        grid.describe([spec], [spec]) == "1 run (1 env × 1 algorithm × 1 seed) in runs/grid/custom/: 0 done, 1 to run"
+    )
+
+
 def test_medium_preset_runs_seed_by_seed_with_sb3_beside_seed_1_and_commits_results():
     specs = specs_of("medium")
     envs = ["HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5"]
