@@ -265,7 +265,7 @@ def execute(run_dir: Path, command: list[str], env: dict[str, str] | None = None
     if requeue and status in (130, 143):
         requeue_slurm_task()
     if status == 0:
-        write_done(run_dir, command, start, datetime.now(UTC), wall, results.provenance(command[0], env or {}))
+        write_done(run_dir, command, start, datetime.now(UTC), wall, results.provenance(command[0], child_env))
         print(f"{'done':7}{wall:6.0f} s  {run_dir}", flush=True)
         return 0 if to is None else export(run_dir, to)
     outcome = "STOPPED" if status in (130, 143) else "FAILED"  # the run was interrupted: Ctrl-C (130), SIGTERM (143)

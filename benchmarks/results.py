@@ -51,7 +51,8 @@ class ExportError(Exception):
 
 
 def provenance(python: str, env: dict[str, str]) -> dict:
-    """The commit, package versions and machine of a run that just finished (stored in its DONE marker)."""
+    """The commit, package versions and machine of a run that just finished (stored in its DONE marker); `env` is
+    the environment the run had (its torch threads come from OMP_NUM_THREADS)."""
     git = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
                            capture_output=True, text=True, check=False)  # fmt: skip

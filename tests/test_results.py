@@ -33,7 +33,8 @@ def test_a_finished_grid_run_exports_its_result_and_a_final_actor_that_evaluates
     command = [sys.executable, str(ROOT / "sac_continuous.py"), "--env-id", "Pendulum-v1", "--total-timesteps", "300",
                "--learning-starts", "100", "--eval-frequency", "150", "--eval-episodes", "1", "--save-model",
                "--run-name", str(run_dir.relative_to("runs"))]  # fmt: skip
-    assert grid.execute(run_dir, command, {"OMP_NUM_THREADS": "1"}, to) == 0
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # as a Slurm task sets it: the run's environment, not `env`
+    assert grid.execute(run_dir, command, None, to) == 0
     result = json.loads((to / results.RESULT).read_text())
     assert result == json.loads((run_dir / results.RESULT).read_text())
     assert (result["grid"], result["env_id"], result["algo"], result["seed"]) == ("medium", "Pendulum-v1", "sac", 1)
