@@ -19,7 +19,8 @@ commands:
                       your own grid; --flags are added to every run's command
   aggregate runs/grid/NAME | docs/benchmarks/NAME [--out DIR]
                       results.md (final eval return per env and algorithm: mean ± std over seeds, IQM with a
-                      95% bootstrap CI, each seed) and curves.png (learning curves), into DIR (default: NAME's folder)
+                      95% bootstrap CI, each seed; where and when each run ran) and curves.png (learning
+                      curves), into DIR (default: NAME's folder)
   videos docs/benchmarks/NAME [--seed K]
                       an animated WebP (about 4 s, 240 px wide, under 1 MB) of seed K's final actor (default 1) for
                       each env and algorithm, recorded with --checkpoint ... --capture-video (benchmarks/videos.py)

@@ -11,7 +11,8 @@ partial. Writes to DIR (default: the grid folder) and prints the table:
 
 - results.md: per env and algorithm, the final deterministic evaluation return (`eval/episodic_return` at the
   last step: the mean over that run's evaluation episodes) as mean ± std over seeds (sample std, ddof 1), the
-  interquartile mean (IQM) with a 95% bootstrap confidence interval, and each seed's value.
+  interquartile mean (IQM) with a 95% bootstrap confidence interval, and each seed's value; then where and when
+  each run ran (UTC start and end, minutes, commit, CPU and torch threads, from its result.json or DONE).
 - curves.png: one panel per env, TD3, SAC and any Stable-Baselines3 rows (dashed) on the same axes; the line is
   the mean over seeds of the evaluation return at the evaluation steps all seeds share, the band spans the
   seeds' minimum to maximum.
@@ -85,6 +86,7 @@ class Run:
     seed: int
     curve: dict[int, float]  # eval step -> mean return of that evaluation
     wall_seconds: float | None = None
+    record: dict = field(default_factory=dict)  # its result.json or DONE: start, end, commit, machine, ...
 
     @property
     def budget(self) -> int:
@@ -124,7 +126,8 @@ def find_runs(grid: Path) -> tuple[list[Run], list[tuple[Path, str]]]:
         if (run_dir / results.RESULT).exists():  # exported: read it, not the logs
             result = json.loads((run_dir / results.RESULT).read_text())
             curve = dict(zip(result["eval"]["steps"], result["eval"]["mean"], strict=True))
-            finished.append(Run(run_dir.parents[1].name, run_dir.parent.name, int(seed), curve, result["wall_seconds"]))
+            wall = result["wall_seconds"]
+            finished.append(Run(run_dir.parents[1].name, run_dir.parent.name, int(seed), curve, wall, result))
             continue
         if not (run_dir / DONE).exists():
             unfinished.append((run_dir, "no DONE marker: interrupted, failed or still running"))
@@ -133,8 +136,10 @@ def find_runs(grid: Path) -> tuple[list[Run], list[tuple[Path, str]]]:
         if not curve:
             unfinished.append((run_dir, f"DONE, but no {EVAL_TAG} logged"))
             continue
-        wall = json.loads((run_dir / DONE).read_text()).get("wall_seconds")
-        finished.append(Run(run_dir.parents[1].name, run_dir.parent.name, int(seed), curve, wall))
+        done = json.loads((run_dir / DONE).read_text())
+        finished.append(
+            Run(run_dir.parents[1].name, run_dir.parent.name, int(seed), curve, done.get("wall_seconds"), done)
+        )
     return finished, unfinished
 
 
@@ -199,6 +204,25 @@ def missing_runs(grid_name: str, finished: list[Run]) -> tuple[int, dict[tuple[s
     return len(planned), missing
 
 
+def where_and_when(finished: list[Run]) -> list[str]:
+    """One table row per run that recorded it: when (UTC), how long, from which commit, on what machine."""
+    lines = []
+    for run in sorted((r for r in finished if "start" in r.record), key=lambda r: r.record["start"]):
+        start, end = (run.record[key].replace("T", " ").removesuffix("Z")[:16] for key in ("start", "end"))
+        end = end[11:] if end[:10] == start[:10] else end
+        commit = (run.record.get("commit") or "–")[:7] + ("+changes" if run.record.get("uncommitted_changes") else "")
+        machine = run.record.get("machine") or {}
+        threads = machine.get("torch_threads") or "default"
+        where = f"{machine.get('cpu', '–')}, {machine.get('cores', '–')} cores, torch threads: {threads}"
+        minutes = f"{run.wall_seconds / 60:.1f}" if run.wall_seconds is not None else "–"
+        lines.append(f"| {run.env_id} | {LABELS.get(run.algo, run.algo)} | {run.seed} | {start}–{end} | {minutes} "
+                     f"| {commit} | {where} |")  # fmt: skip
+    if not lines:
+        return []
+    header = ["| env | algorithm | seed | ran (UTC) | minutes | commit | machine |", "|---|---|---|---|---|---|---|"]
+    return ["", "## Where and when each run ran", "", *header, *lines]
+
+
 def results_markdown(grid: Path, table_cells: list[Cell], unfinished: list[tuple[Path, str]], finished=()) -> str:
     planned, missing = missing_runs(grid.name, list(finished))
     parts = [f"# Benchmark grid `{grid.name}`", ""]
@@ -213,6 +237,7 @@ def results_markdown(grid: Path, table_cells: list[Cell], unfinished: list[tuple
         "",
         markdown_table(table_cells),
     ]
+    parts += where_and_when(list(finished))
     if unfinished:
         parts += ["", f"## Unfinished runs ({len(unfinished)}), left out of the table and the curves", ""]
         parts += [f"- `{run_dir}`: {why}" for run_dir, why in unfinished]

@@ -167,7 +167,8 @@ def test_results_md_table_and_unfinished_runs(fake_grid, results):
     out, (text, _) = results
     assert (out / "results.md").read_text() == text
     td3 = aggregate.cell_stats(cell(fake_grid, "Pendulum-v1", "td3"))
-    rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    table = text.split("\n## ")[0]  # the results table, before the sections that follow it
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert rows == [
         "| Hopper-v5 | TD3 | 1 | 10,000 | 1234.5 ± – | 1234.5 [1234.5, 1234.5] | 1: 1234.5 | 2.0 |",
         f"| Pendulum-v1 | TD3 | 3 | 2,000 | -190.0 ± 96.4 | -170.0 [{td3['ci'][0]:.1f}, {td3['ci'][1]:.1f}] "
@@ -244,3 +245,22 @@ def test_a_presets_committed_grid_says_it_is_partial_and_what_is_missing(tmp_pat
     assert "- Hopper-v5 TD3: seeds 2, 3" in missing and "- Hopper-v5 SAC: seeds 1, 2, 3" in missing
     assert "- Hopper-v5 SB3 SAC: seed 1" in missing and "- Ant-v5 SB3 TD3: seed 1" in missing
     assert len(missing) == 15  # 4 envs × (TD3, SAC, SB3 TD3, SB3 SAC), less Hopper's SB3 TD3
+
+
+def test_the_results_say_where_and_when_each_run_ran(tmp_path):
+    runs = [("sac", "2026-11-30T15:59:46Z", "2026-11-30T17:27:52Z", 5286.0, False, "1"),
+            ("td3", "2026-11-22T23:40:00Z", "2026-11-23T00:21:00Z", 2442.0, True, None)]  # fmt: skip
+    for algo, start, end, wall, changes, threads in runs:
+        folder = tmp_path / "medium" / "Ant-v5" / algo / "seed1"
+        folder.mkdir(parents=True)
+        machine = {"cpu": "AMD EPYC", "cores": 2, "torch_threads": threads}
+        record = {"eval": {"steps": [300_000], "mean": [700.0], "std": [1.0]}, "wall_seconds": wall, "start": start,
+                  "end": end, "commit": "354e229abc", "uncommitted_changes": changes, "machine": machine}  # fmt: skip
+        result_files.write_json(folder / result_files.RESULT, record)
+    text, _ = aggregate.aggregate(tmp_path / "medium", tmp_path / "out")
+    section = text.split("## Where and when each run ran")[1].split("##")[0]
+    assert table_rows(section)[1:] == [  # by start time; the end's date only when it differs
+        "| Ant-v5 | TD3 | 1 | 2026-11-22 23:40–2026-11-23 00:21 | 40.7 | 354e229+changes "
+        "| AMD EPYC, 2 cores, torch threads: default |",
+        "| Ant-v5 | SAC | 1 | 2026-11-30 15:59–17:27 | 88.1 | 354e229 | AMD EPYC, 2 cores, torch threads: 1 |",
+    ]
