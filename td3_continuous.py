@@ -889,6 +889,8 @@ if __name__ == "__main__":
     try:
         result = main(tyro.cli(Args))
     except StopRun as err:
+        # NOTE: a renderer that failed to start may fail again when Python frees it; its message would follow ours
+        sys.unraisablehook = lambda unraisable: None
         sys.exit(f"error: {err}")
     except KeyboardInterrupt:  # a second Ctrl-C while the run was saving
         sys.exit(130)
