@@ -21,9 +21,10 @@ commands:
                       results.md (final eval return per env and algorithm: mean ± std over seeds, IQM with a
                       95% bootstrap CI, each seed; where and when each run ran) and curves.png (learning
                       curves), into DIR (default: NAME's folder)
-  videos docs/benchmarks/NAME [--seed K]
+  videos docs/benchmarks/NAME [--seed K] [--missing]
                       an animated WebP (about 4 s, 240 px wide, under 1 MB) of seed K's final actor (default 1) for
-                      each env and algorithm, recorded with --checkpoint ... --capture-video (benchmarks/videos.py)
+                      each env and algorithm, recorded with --checkpoint ... --capture-video (benchmarks/videos.py);
+                      --missing: only those not recorded yet
   speed [args]        training-speed measurements (benchmarks/speed.py)
 
 options of quick, medium, full and grid:

@@ -1,13 +1,15 @@
 """Small animated images of trained agents, for the README: one per env and algorithm of a committed grid.
 
-    MUJOCO_GL=egl python -m benchmarks.videos docs/benchmarks/medium [--seed 1]   # or: bash benchmark.sh videos ...
+    MUJOCO_GL=egl python -m benchmarks.videos docs/benchmarks/medium [--seed 1] [--missing]
+    # or: bash benchmark.sh videos ...
 
 For every <env>/<algo>/seed<k>/actor.pt of our algorithms in the folder (the final actor a grid exported),
 records one deterministic evaluation episode exactly as a user would, with
 `<algo>_continuous.py --checkpoint actor.pt --capture-video --eval-episodes 1 --seed k` (in a scratch folder,
 so nothing lands in videos/), then turns the first SECONDS of its mp4 into an animated WebP: FPS frames a
 second, WIDTH pixels wide, lossy. Written to <folder>/videos/<env>-<algo>.webp; each is checked to stay under
-MAX_BYTES (about 1 MB), and its size printed.
+MAX_BYTES (about 1 MB), and its size printed. With --missing, only the actors that have no image yet (those of
+runs finished since the last recording); without it, all of them again.
 """
 
 import argparse
@@ -54,22 +56,30 @@ def to_webp(video: Path, out: Path) -> int:
     return out.stat().st_size
 
 
+def to_record(folder: Path, seed: int, missing: bool = False) -> list[tuple[Path, Path]]:
+    """(actor.pt, the image it makes) for each env and algorithm of ours in `folder`; with `missing`, only
+    those whose image is not there yet."""
+    actors = sorted(a for a in folder.glob(f"*/*/seed{seed}/actor.pt") if a.parent.parent.name in ("td3", "sac"))
+    pairs = [(a, folder / "videos" / f"{a.parent.parent.parent.name}-{a.parent.parent.name}.webp") for a in actors]
+    return [(actor, out) for actor, out in pairs if not (missing and out.exists())]
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.videos", description=__doc__.split("\n")[0])
     parser.add_argument("folder", type=Path, help="a committed grid, e.g. docs/benchmarks/medium")
     parser.add_argument("--seed", type=int, default=1, help="whose final actor to record")
+    parser.add_argument("--missing", action="store_true", help="only the actors that have no image yet")
     args = parser.parse_args(argv)
-    actors = sorted(args.folder.glob(f"*/*/seed{args.seed}/actor.pt"))
-    actors = [a for a in actors if a.parent.parent.name in ("td3", "sac")]
-    if not actors:
+    if not to_record(args.folder, args.seed):
         print(f"error: no {args.folder}/<env>/<td3|sac>/seed{args.seed}/actor.pt", file=sys.stderr)
         return 1
+    todo = to_record(args.folder, args.seed, args.missing)
+    if not todo:
+        print(f"every actor of seed {args.seed} in {args.folder} has its image already (drop --missing to redo them)")
     too_big = []
-    for actor in actors:
-        env_id, algo = actor.parent.parent.parent.name, actor.parent.parent.name
-        out = args.folder / "videos" / f"{env_id}-{algo}.webp"
+    for actor, out in todo:
         with tempfile.TemporaryDirectory() as scratch:
-            size = to_webp(record(actor, algo, args.seed, Path(scratch)), out)
+            size = to_webp(record(actor, actor.parent.parent.name, args.seed, Path(scratch)), out)
         print(f"{out}: {size / 1e3:.0f} kB")
         too_big += [out] if size > MAX_BYTES else []
     if too_big:

@@ -26,3 +26,20 @@ def test_a_video_becomes_a_real_time_webp_of_its_first_seconds(tmp_path, seconds
     assert image.n_frames == kept
     assert image.info["duration"] == round(1000 * every / fps)  # shown in real time
     assert size == (tmp_path / "out" / "episode.webp").stat().st_size < videos.MAX_BYTES
+
+
+def test_missing_records_only_the_actors_without_an_image(tmp_path):
+    for run in ["Hopper-v5/td3", "Hopper-v5/sac", "Ant-v5/sac", "Ant-v5/sb3-sac"]:  # SB3's runs: no actor of ours
+        (tmp_path / run / "seed1").mkdir(parents=True)
+        (tmp_path / run / "seed1" / "actor.pt").touch()
+    (tmp_path / "Hopper-v5" / "td3" / "seed2").mkdir()
+    (tmp_path / "Hopper-v5" / "td3" / "seed2" / "actor.pt").touch()
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "videos" / "Hopper-v5-td3.webp").touch()
+    everything = [(tmp_path / run / "seed1" / "actor.pt", tmp_path / "videos" / f"{run.replace('/', '-')}.webp")
+                  for run in ["Ant-v5/sac", "Hopper-v5/sac", "Hopper-v5/td3"]]  # fmt: skip
+    assert videos.to_record(tmp_path, seed=1) == everything
+    assert videos.to_record(tmp_path, seed=1, missing=True) == everything[:2]
+    seed2 = (tmp_path / "Hopper-v5" / "td3" / "seed2" / "actor.pt", tmp_path / "videos" / "Hopper-v5-td3.webp")
+    assert videos.to_record(tmp_path, seed=2) == [seed2]
+    assert videos.to_record(tmp_path, seed=2, missing=True) == []  # one image per env and algorithm, of any seed
