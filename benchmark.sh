@@ -41,6 +41,7 @@ options of quick, medium, full and grid:
 Each run lives in runs/grid/NAME/<env>/<algo>/seed<k>/: its TensorBoard logs, train.log (its output) and DONE
 once it finished (the command, start and end time, wall seconds). The same command again skips finished runs,
 continues interrupted ones from their saved training state (--resume) and restarts the others from scratch.
+A run in progress in another process (a second pool, a Slurm task) is left alone: its lock is held.
 A grid that commits its results (medium) also writes each finished run's result.json (command, commit,
 versions, machine, times, curves) and actor.pt (the final actor) to docs/benchmarks/NAME/<env>/<algo>/seed<k>/
 and counts a run whose result is there as finished. Stable-Baselines3 runs cannot resume: they start again.

@@ -15,9 +15,14 @@ over its attempts, host). A run with DONE is skipped. A folder without DONE is w
 run left behind: if it holds the run's training state, the run continues from it (--resume); otherwise the
 folder is deleted just before the run starts again from scratch. Slurm array tasks ask for SIGUSR1 some
 minutes before their time limit: the run saves and stops, and the task requeues itself to continue.
+
+While a run goes, the process running it holds a lock on the file .seed<k>.lock beside its folder (flock: the
+kernel frees it when that process ends, however it ends), so a second pool or Slurm task on the same folders
+skips a run that is in progress instead of training into its folder too, and the dry run marks it.
 """
 
 import argparse
+import fcntl
 import json
 import os
 import re
@@ -185,11 +190,13 @@ def build_grid(args: argparse.Namespace) -> list[RunSpec]:
 
 
 def run_status(spec: RunSpec, python: str) -> str:
-    """'done' (DONE marker, or a committed result), 'unfinished' (a folder without DONE: resumed or rerun) or
-    'new'."""
+    """'done' (DONE marker, or a committed result), 'running' (another process holds its lock), 'unfinished'
+    (a folder without DONE: resumed or rerun) or 'new'."""
     done = spec.run_dir / DONE
     if not done.exists() and spec.results_dir is not None and (spec.results_dir / results.RESULT).exists():
         done = spec.results_dir / results.RESULT  # finished elsewhere, its result committed
+    if not done.exists() and running_elsewhere(spec.run_dir):
+        return "running"
     if not done.exists():
         return "unfinished" if spec.run_dir.exists() else "new"
     try:
@@ -199,6 +206,38 @@ def run_status(spec: RunSpec, python: str) -> str:
     if recorded[1:] != spec.command(python)[1:]:  # the interpreter may differ (laptop, cluster), the run may not
         raise GridError(f"{spec.run_dir} finished with other flags ({shlex.join(recorded[1:])}); use another --name")
     return "done"
+
+
+def lock_path(run_dir: Path) -> Path:
+    """Beside the run's folder, not in it: the folder of a failed run is deleted before it starts again."""
+    return run_dir.with_name(f".{run_dir.name}.lock")
+
+
+def try_lock(path: Path):
+    """`path` opened and locked for this process alone, or None if another process holds it. The lock lasts
+    until the file is closed or the process ends. Where the filesystem cannot lock, the file comes back
+    unlocked: runs there are not guarded."""
+    handle = open(path, "a+")  # noqa: SIM115 (held open for as long as the run goes)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        return None
+    except OSError:
+        pass
+    return handle
+
+
+def running_elsewhere(run_dir: Path) -> str | None:
+    """Who runs it now ('pid 4242 on node7', as its lock file says), or None if no process does."""
+    path = lock_path(run_dir)
+    if not path.exists():
+        return None
+    handle = try_lock(path)
+    if handle is not None:
+        handle.close()
+        return None
+    return path.read_text().strip() or "another process"
 
 
 def cpu_count() -> int:
@@ -222,12 +261,33 @@ def execute(run_dir: Path, command: list[str], env: dict[str, str] | None = None
     """Run one training command with its output in run_dir/train.log; write run_dir/DONE if it exits 0. With
     `to` (a grid that commits its results), export its result (benchmarks/results.py) there and into run_dir.
 
-    A finished run (DONE) is skipped (and exported, if `to` lacks its result). A run that saved its training
+    A run that another process is running (it holds the lock) is left alone: status 1, nothing touched. A
+    finished run (DONE) is skipped (and exported, if `to` lacks its result). A run that saved its training
     state continues from it (--resume); any other folder is deleted first, so the run starts from scratch. The
     training process gets its own session, so a Ctrl-C reaches it exactly once: forwarded here as SIGTERM, on
     which the scripts end their step, save and exit with status 143. SIGUSR1 (Slurm's warning before a time
     limit) does the same, and then the Slurm task is requeued, to continue where it stopped.
     """
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(20):  # a dry run elsewhere may hold the lock for an instant, to see whether the run is running
+        lock = try_lock(lock_path(run_dir))
+        if lock is not None:
+            break
+        time.sleep(0.05)
+    else:
+        holder = running_elsewhere(run_dir) or "another process"
+        print(f"{'RUNNING':17}{run_dir}: {holder} runs it now; left alone", flush=True)
+        return 1
+    with lock:
+        lock.truncate(0)
+        lock.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        lock.flush()
+        return train(run_dir, command, env, to, lock.fileno())
+
+
+def train(run_dir: Path, command: list[str], env: dict[str, str] | None, to: Path | None, lock: int) -> int:
+    """`execute` once this process holds the run's lock (file descriptor `lock`, which the training process
+    inherits: the lock lasts while either of them lives)."""
     if (run_dir / DONE).exists():
         print(f"{'skipped (done)':17}{run_dir}", flush=True)
         return 0 if to is None or (to / results.RESULT).exists() else export(run_dir, to)
@@ -255,7 +315,7 @@ def execute(run_dir: Path, command: list[str], env: dict[str, str] | None = None
         # PYTHONUNBUFFERED: train.log fills as the run goes, and an error stays its last line
         child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                 env=child_env, start_new_session=True)  # fmt: skip
+                                 env=child_env, start_new_session=True, pass_fds=(lock,))  # fmt: skip
         if stopping:  # a signal came while it was starting
             child.send_signal(signal.SIGTERM)
         status = child.wait()
@@ -317,52 +377,57 @@ def grid_dir(name: str) -> Path:
     return RUNS / "grid" / name
 
 
-def pending(specs: list[RunSpec], python: str) -> tuple[list[RunSpec], list[RunSpec]]:
-    """(runs to do, runs already done)."""
+def pending(specs: list[RunSpec], python: str) -> tuple[list[RunSpec], list[RunSpec], list[RunSpec]]:
+    """(runs to do, runs already done, runs another process is running now)."""
     status = {spec: run_status(spec, python) for spec in specs}
-    return [s for s in specs if status[s] != "done"], [s for s in specs if status[s] == "done"]
+    todo = [s for s in specs if status[s] in ("new", "unfinished")]
+    return todo, [s for s in specs if status[s] == "done"], [s for s in specs if status[s] == "running"]
 
 
-def describe(specs: list[RunSpec], todo: list[RunSpec], max_runs: int | None = None) -> str:
+def describe(specs: list[RunSpec], todo: list[RunSpec], max_runs: int | None = None, running: int = 0) -> str:
     """One line: '18 runs (3 envs × 2 algorithms × 3 seeds) in runs/grid/quick/: 2 done, 16 to run', and with
-    --max-runs 4, '..., 16 to run, the first 4 now'."""
+    --max-runs 4, '..., 16 to run, the first 4 now'; runs in progress elsewhere: '2 done, 1 running, 15 to run'."""
     sizes = [(len({getattr(s, field) for s in specs}), word) for field, word in
              [("env_id", "env"), ("algo", "algorithm"), ("seed", "seed")]]  # fmt: skip
     shape = " × ".join(f"{n} {word}{'s' if n > 1 else ''}" for n, word in sizes)
     if sizes[0][0] * sizes[1][0] * sizes[2][0] != len(specs):  # peers run with fewer seeds
         shape = shape.replace(" × ", ", ") + ", not every combination"
-    done = len(specs) - len(todo)
+    done = len(specs) - len(todo) - running
     now = f", the first {max_runs} now" if max_runs is not None and max_runs < len(todo) else ""
     runs = f"{len(specs)} run{'s' if len(specs) != 1 else ''}"
-    return f"{runs} ({shape}) in {grid_dir(specs[0].grid)}/: {done} done, {len(todo)} to run{now}"
+    elsewhere = f", {running} running" if running else ""
+    return f"{runs} ({shape}) in {grid_dir(specs[0].grid)}/: {done} done{elsewhere}, {len(todo)} to run{now}"
 
 
 def list_commands(specs: list[RunSpec], python: str, workers: int, max_runs: int | None = None) -> str:
-    """--dry-run: every command, one per line; finished runs are commented out as skipped, and those beyond
-    --max-runs as left for later."""
-    lines, todo = [], []
+    """--dry-run: every command, one per line; finished runs and runs in progress elsewhere are commented out
+    as skipped, and those beyond --max-runs as left for later."""
+    lines, todo, running = [], [], 0
     for spec in specs:
         line = command_line(spec.command(python), run_env(workers))
         status = run_status(spec, python)
         if status == "done":
             line = f"# skipped (done): {line}"
+        elif status == "running":
+            line = f"# skipped (running: {running_elsewhere(spec.run_dir) or 'just ended'}): {line}"
+            running += 1
         else:
             todo.append(spec)
-        if status != "done" and max_runs is not None and len(todo) > max_runs:
+        if status in ("new", "unfinished") and max_runs is not None and len(todo) > max_runs:
             line = f"# later (--max-runs {max_runs}): {line}"
         elif status == "unfinished" and (spec.run_dir / STATE).exists():
             line += f"  # unfinished: resumes from {spec.run_dir / STATE}"
         elif status == "unfinished":
             line += f"  # unfinished: {spec.run_dir} is deleted first"
         lines.append(line)
-    lines.append(f"# {describe(specs, todo, max_runs)}")
+    lines.append(f"# {describe(specs, todo, max_runs, running)}")
     return "\n".join(lines)
 
 
 def write_plan(specs: list[RunSpec], python: str, workers: int, max_runs: int | None = None) -> tuple[Path, int]:
     """The local plan of the runs still to do (the first max_runs of them), read by the workers (`run PLAN INDEX`)
     and by `summary`."""
-    all_todo, done = pending(specs, python)
+    all_todo, done, running = pending(specs, python)
     todo = all_todo[:max_runs]
     if any(spec.algo in PEERS for spec in todo):
         sb3_peer.sb3_python()
@@ -374,7 +439,7 @@ def write_plan(specs: list[RunSpec], python: str, workers: int, max_runs: int | 
     path.write_text(json.dumps(plan, indent=1) + "\n")
     threads = run_env(workers).get("OMP_NUM_THREADS")
     pool = f"{workers} workers × {threads} torch thread(s)" if threads else "one run at a time"
-    print(f"{describe(specs, all_todo, max_runs)}; {pool}", file=sys.stderr)
+    print(f"{describe(specs, all_todo, max_runs, len(running))}; {pool}", file=sys.stderr)
     return path, len(todo)
 
 
@@ -422,16 +487,16 @@ def slurm_script(specs: list[RunSpec], python: str, options: argparse.Namespace)
 
 def submit(specs: list[RunSpec], python: str, options: argparse.Namespace) -> int:
     """Write the job array of the unfinished runs into the grid folder and sbatch it (or, dry, print both)."""
-    all_todo, _ = pending(specs, python)
+    all_todo, _, running = pending(specs, python)
     todo = all_todo[: options.max_runs]
     if not todo:
-        print(f"nothing to submit: {describe(specs, todo)}")
+        print(f"nothing to submit: {describe(specs, todo, running=len(running))}")
         return 0
     if any(spec.algo in PEERS for spec in todo) and not options.dry_run:
         sb3_peer.sb3_python()
     script = slurm_script(todo, python, options)
     path = grid_dir(specs[0].grid) / "slurm" / "job.sh"
-    plan = describe(specs, all_todo, options.max_runs)
+    plan = describe(specs, all_todo, options.max_runs, len(running))
     if options.dry_run:
         print(script + f"# dry run: nothing written or submitted. {plan}; this would run:")
         print(f"sbatch {path}")

@@ -10,6 +10,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -305,6 +306,55 @@ def test_slurm_tasks_of_a_committing_grid_export_their_results():
     assert (parsed.run_dir, parsed.results) == (specs[1].run_dir, specs[1].results_dir)
 
 
+def test_a_run_in_progress_elsewhere_is_left_alone_until_it_ends(cli, tmp_path, capsys):
+    specs = specs_of("quick")
+    specs[1].run_dir.mkdir(parents=True)
+    (specs[1].run_dir / grid.LOG).write_text("training...\n")
+    held = grid.try_lock(grid.lock_path(specs[1].run_dir))  # as a pool or Slurm task running it holds it
+    held.write("pid 4242 on node7\n")
+    held.flush()
+    code, out, _ = cli("list", "quick", "--max-runs", "2", "--dry-run")
+    lines, commands = out.splitlines(), [shlex.join(s.command(PY)) for s in specs]
+    assert code == 0 and lines[:4] == [commands[0], f"# skipped (running: pid 4242 on node7): {commands[1]}",
+                                       commands[2], f"# later (--max-runs 2): {commands[3]}"]  # fmt: skip
+    assert lines[-1].endswith(": 0 done, 1 running, 17 to run, the first 2 now")
+    code, out, _ = cli("prepare", "quick", "--python", PY, "--max-runs", "2")
+    plan = json.loads((tmp_path / out.split()[0]).read_text())
+    assert [r["run_dir"] for r in plan["runs"]] == [str(specs[0].run_dir), str(specs[2].run_dir)]
+    (tmp_path / out.split()[0]).unlink()
+    before = tree(tmp_path)
+    assert grid.execute(specs[1].run_dir, [sys.executable, "-c", "open('ran', 'w')"]) == 1
+    assert capsys.readouterr().out == f"{'RUNNING':17}{specs[1].run_dir}: pid 4242 on node7 runs it now; left alone\n"
+    assert tree(tmp_path) == before, "its folder is not deleted, nothing is started"
+
+    held.close()  # the run ended (or its process died: the kernel frees the lock)
+    assert cli("list", "quick", "--dry-run")[1].splitlines()[1].endswith("is deleted first")
+    assert grid.execute(specs[1].run_dir, [sys.executable, "-c", "open('ran', 'w')"]) == 0
+    assert (tmp_path / "ran").exists()
+
+
+def test_the_lock_lasts_while_the_training_process_lives_even_if_its_worker_dies(tmp_path):
+    run_dir = tmp_path / "runs/grid/g/Pendulum-v1/td3/seed1"
+    pid_file = tmp_path / "pid"
+    training = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    worker = [sys.executable, "-m", "benchmarks.grid", "exec", str(run_dir), "--", sys.executable, "-c", training]
+    with helpers.started(worker, cwd=ROOT, stdout=subprocess.DEVNULL) as process:
+        deadline = time.monotonic() + 30
+        while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        try:
+            assert grid.running_elsewhere(run_dir) == f"pid {process.pid} on {socket.gethostname()}"
+            process.kill()  # the worker dies; the training process, in a session of its own, goes on
+            process.wait()
+            assert grid.running_elsewhere(run_dir) == f"pid {process.pid} on {socket.gethostname()}"
+        finally:
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while grid.running_elsewhere(run_dir) and time.monotonic() < deadline:  # until the kernel has reaped it
+        time.sleep(0.05)
+    assert grid.running_elsewhere(run_dir) is None
+
+
 def test_a_finished_run_with_other_flags_is_an_error_not_a_skip(cli):
     (spec,) = specs_of(*CUSTOM)
     finish(spec, command=[PY, *spec.command(PY)[1:-2], "--batch-size", "32", *spec.command(PY)[-2:]])
@@ -372,7 +422,7 @@ def test_pool_runs_everything_survives_a_failure_and_resumes(repo):
     threads = str(max(1, grid.cpu_count() // 2))  # two workers share the cores
     assert f"OMP_NUM_THREADS {threads}" in (runs / "td3/seed1" / grid.LOG).read_text()
 
-    pids = {p: (p / "pid").read_text() for p in runs.glob("*/*")}
+    pids = {p: (p / "pid").read_text() for p in runs.glob("*/seed*")}
     second = repo(*STAND_IN_GRID, "--workers", "2", "--name", "e2e")
     assert second.returncode == 0, second.stderr
     assert second.stdout.splitlines()[-1] == "e2e: 1 ran, 3 skipped (done before), 0 failed or stopped"
