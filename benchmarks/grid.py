@@ -36,6 +36,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TextIO
 
 from benchmarks import results, sb3_peer
 
@@ -213,7 +214,7 @@ def lock_path(run_dir: Path) -> Path:
     return run_dir.with_name(f".{run_dir.name}.lock")
 
 
-def try_lock(path: Path):
+def try_lock(path: Path) -> TextIO | None:
     """`path` opened and locked for this process alone, or None if another process holds it. The lock lasts
     until the file is closed or the process ends. Where the filesystem cannot lock, the file comes back
     unlocked: runs there are not guarded."""
