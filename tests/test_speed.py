@@ -1,5 +1,5 @@
 """The speed paths compute what the eager reference computes: --compile (here, on the CPU) and --cudagraphs
-(only where CUDA exists), step by step on fixed batches, and a compiled training run end to end."""
+(only where CUDA exists), step by step on fixed batches (tests/test_schedule.py trains a compiled run end to end)."""
 
 import contextlib
 import dataclasses
@@ -8,8 +8,6 @@ import math
 import pytest
 import torch
 import torch._inductor.config
-
-from tests.helpers import read_scalars
 
 OBS_DIM, BATCH, STEPS = 5, 64, 5
 ACT_DIM = 2
@@ -92,13 +90,6 @@ def test_cudagraphs_refused_without_a_gpu(algo, train):
         pytest.skip("this machine has a GPU")
     with pytest.raises(algo.StopRun, match="--cudagraphs needs a CUDA GPU"):
         train(algo, cudagraphs=True)
-
-
-def test_compiled_training_run(algo, train, tmp_path):
-    result = train(algo, compile=True)
-    losses = read_scalars(tmp_path / "runs" / result["run_name"])
-    assert result["global_step"] == 600 and not result["interrupted"]
-    assert losses["losses/qf_loss"] and all(math.isfinite(v) for _, v in losses["losses/qf_loss"])
 
 
 def test_training_flushes_subnormals_to_zero(algo, train):
