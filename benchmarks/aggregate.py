@@ -213,7 +213,8 @@ def where_and_when(finished: list[Run]) -> list[str]:
         commit = (run.record.get("commit") or "–")[:7] + ("+changes" if run.record.get("uncommitted_changes") else "")
         machine = run.record.get("machine") or {}
         threads = machine.get("torch_threads") or "default"
-        where = f"{machine.get('cpu', '–')}, {machine.get('cores', '–')} cores, torch threads: {threads}"
+        cores = machine.get("cores", "–")
+        where = f"{machine.get('cpu', '–')}, {cores} core{'' if cores == 1 else 's'}, torch threads: {threads}"
         minutes = f"{run.wall_seconds / 60:.1f}" if run.wall_seconds is not None else "–"
         lines.append(f"| {run.env_id} | {LABELS.get(run.algo, run.algo)} | {run.seed} | {start}–{end} | {minutes} "
                      f"| {commit} | {where} |")  # fmt: skip
