@@ -32,6 +32,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -315,11 +316,16 @@ def train(run_dir: Path, command: list[str], env: dict[str, str] | None, to: Pat
         log.flush()
         # PYTHONUNBUFFERED: train.log fills as the run goes, and an error stays its last line
         child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                 env=child_env, start_new_session=True, pass_fds=(lock,))  # fmt: skip
-        if stopping:  # a signal came while it was starting
-            child.send_signal(signal.SIGTERM)
-        status = child.wait()
+        cache = kernel_cache(command, child_env)
+        try:
+            child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                     env=child_env, start_new_session=True, pass_fds=(lock,))  # fmt: skip
+            if stopping:  # a signal came while it was starting
+                child.send_signal(signal.SIGTERM)
+            status = child.wait()
+        finally:
+            if cache is not None:
+                shutil.rmtree(cache, ignore_errors=True)
     with open(run_dir / ATTEMPTS, "a") as attempts:
         attempts.write(f"{time.monotonic() - start_clock:.1f}\n")
     wall = sum(float(seconds) for seconds in (run_dir / ATTEMPTS).read_text().split())
@@ -332,6 +338,16 @@ def train(run_dir: Path, command: list[str], env: dict[str, str] | None, to: Pat
     outcome = "STOPPED" if status in (130, 143) else "FAILED"  # the run was interrupted: Ctrl-C (130), SIGTERM (143)
     print(f"{outcome:7}{wall:6.0f} s  {run_dir} (exit {status}): {last_line(run_dir / LOG)}", flush=True)
     return status if status > 0 else 128 - status  # killed by signal n: 128 + n, as a shell reports it
+
+
+def kernel_cache(command: list[str], env: dict[str, str]) -> str | None:
+    """A `--compile` run gets a torch.compile kernel cache of its own (set in env; the caller deletes the folder it
+    returns), unless the user chose one: runs that build the same kernel into one shared cache at the same moment
+    can load each other's half-written library and fail with "file too short" (pytorch/torchdynamo#1347)."""
+    if "--compile" not in command or "TORCHINDUCTOR_CACHE_DIR" in env:
+        return None
+    env["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="torchinductor-run-")
+    return env["TORCHINDUCTOR_CACHE_DIR"]
 
 
 def requeue_slurm_task() -> None:

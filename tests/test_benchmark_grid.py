@@ -373,6 +373,23 @@ def test_execute_logs_output_and_marks_success(tmp_path):
     assert 0 <= done["wall_seconds"] < 60 and done["host"]
 
 
+def test_each_compiled_run_gets_a_kernel_cache_of_its_own_unless_the_user_chose_one(tmp_path, monkeypatch):
+    """Compiled runs side by side must not build kernels into one cache (pytorch/torchdynamo#1347)."""
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    show = "import os; d = os.environ.get('TORCHINDUCTOR_CACHE_DIR'); print('cache', d, os.path.isdir(d or ''))"
+
+    def cache_of(name, *flags, env=None):
+        run_dir = tmp_path / name
+        assert grid.execute(run_dir, [sys.executable, "-c", show, *flags], env) == 0
+        return (run_dir / grid.LOG).read_text().splitlines()[-1].split()[1:]
+
+    first, second = cache_of("a", "--compile"), cache_of("b", "--seed", "2", "--compile")
+    assert first[1] == second[1] == "True" and first[0] != second[0], "a cache of each run's own"
+    assert not Path(first[0]).exists() and not Path(second[0]).exists(), "deleted when the run ends"
+    assert cache_of("c", "--seed", "2") == ["None", "False"], "runs that compile nothing need none"
+    assert cache_of("d", "--compile", env={"TORCHINDUCTOR_CACHE_DIR": str(tmp_path)}) == [str(tmp_path), "True"]
+
+
 def test_execute_failure_keeps_the_log_and_writes_no_marker(tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert grid.execute(run_dir, [sys.executable, "-c", "import sys; sys.exit('error: no good')"]) == 1
