@@ -9,12 +9,13 @@
     python -m benchmarks.grid submit full --slurm --partition gpu [--dry-run]    # a Slurm job array
     python -m benchmarks.grid exec [--results DIR] RUN_DIR -- COMMAND...    # one run (a Slurm array task)
 
-Every run lives in runs/grid/<name>/<env>/<algo>/seed<k>/: its TensorBoard logs, train.log (its stdout and
-stderr) and, once it exited 0, a DONE marker (JSON: the command, start and end in UTC, wall seconds summed
-over its attempts, host). A run with DONE is skipped. A folder without DONE is what an interrupted or failed
-run left behind: if it holds the run's training state, the run continues from it (--resume); otherwise the
-folder is deleted just before the run starts again from scratch. Slurm array tasks ask for SIGUSR1 some
-minutes before their time limit: the run saves and stops, and the task requeues itself to continue.
+Every run lives in runs/grid/<name>/<env>/<algo>/seed<k>/: its TensorBoard logs, train.log (its stdout and stderr)
+and, once it exited 0, a DONE marker (JSON: the command, start and end in UTC, wall seconds summed over its
+attempts, host, and each attempt's start, wall seconds and commit). A run with DONE is skipped. A folder without
+DONE is what an interrupted or failed run left behind: if it holds the run's training state, the run continues from
+it (--resume); otherwise the folder is deleted just before the run starts again from scratch. Slurm array tasks ask
+for SIGUSR1 some minutes before their time limit: the run saves and stops, and the task requeues itself to
+continue.
 
 While a run goes, the process running it holds a lock on the file .seed<k>.lock beside its folder (flock: the
 kernel frees it when that process ends, however it ends), so a second pool or Slurm task on the same folders
@@ -46,7 +47,8 @@ PEERS = ("sb3-td3", "sb3-sac")  # Stable-Baselines3, run as benchmarks/sb3_peer.
 DONE = "DONE"
 LOG = "train.log"
 STATE = "training_state.pt"  # what the scripts save for --resume
-ATTEMPTS = "attempts"  # the wall seconds of each attempt of a run, one per line
+ATTEMPTS = "attempts"  # one JSON line per attempt of a run: its start, wall seconds and commit
+UTC_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 RUNS = Path("runs")  # relative to the repository root, where benchmark.sh runs everything
 COMMITTED = Path("docs/benchmarks")  # the exported results of presets that commit theirs
 
@@ -309,7 +311,7 @@ def train(run_dir: Path, command: list[str], env: dict[str, str] | None, to: Pat
 
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
         signal.signal(signum, stop)
-    start, start_clock = datetime.now(UTC), time.monotonic()
+    start, start_clock, checkout = datetime.now(UTC), time.monotonic(), results.git_state()
     print(f"{'resumed' if resume else 'started':17}{run_dir}", flush=True)
     with open(run_dir / LOG, "a" if resume else "w") as log:
         log.write(f"$ {command_line(command, env or {})}\n")
@@ -326,18 +328,38 @@ def train(run_dir: Path, command: list[str], env: dict[str, str] | None, to: Pat
         finally:
             if cache is not None:
                 shutil.rmtree(cache, ignore_errors=True)
+    attempt = {
+        "start": start.strftime(UTC_FORMAT),
+        "wall_seconds": round(time.monotonic() - start_clock, 1),
+        **checkout,
+    }
     with open(run_dir / ATTEMPTS, "a") as attempts:
-        attempts.write(f"{time.monotonic() - start_clock:.1f}\n")
-    wall = sum(float(seconds) for seconds in (run_dir / ATTEMPTS).read_text().split())
+        attempts.write(json.dumps(attempt) + "\n")
+    history = read_attempts(run_dir)
+    wall = sum(a["wall_seconds"] for a in history)
     if requeue and status in (130, 143):
         requeue_slurm_task()
     if status == 0:
-        write_done(run_dir, command, start, datetime.now(UTC), wall, results.provenance(command[0], child_env))
+        first = datetime.strptime(next(a["start"] for a in history if a["start"]), UTC_FORMAT).replace(tzinfo=UTC)
+        extra = {**results.provenance(command[0], child_env), "attempt_history": history}
+        write_done(run_dir, command, first, datetime.now(UTC), wall, extra)
         print(f"{'done':7}{wall:6.0f} s  {run_dir}", flush=True)
         return 0 if to is None else export(run_dir, to)
     outcome = "STOPPED" if status in (130, 143) else "FAILED"  # the run was interrupted: Ctrl-C (130), SIGTERM (143)
     print(f"{outcome:7}{wall:6.0f} s  {run_dir} (exit {status}): {last_line(run_dir / LOG)}", flush=True)
     return status if status > 0 else 128 - status  # killed by signal n: 128 + n, as a shell reports it
+
+
+def read_attempts(run_dir: Path) -> list[dict]:
+    """Each attempt of a run: start (UTC), wall seconds, commit and uncommitted changes. A line with only a number
+    (the wall seconds, as older versions of this file wrote them) gives None for the rest."""
+    history = []
+    for line in (run_dir / ATTEMPTS).read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            unknown = {"start": None, "wall_seconds": None, "commit": None, "uncommitted_changes": None}
+            history.append({**unknown, **record} if isinstance(record, dict) else {**unknown, "wall_seconds": record})
+    return history
 
 
 def kernel_cache(command: list[str], env: dict[str, str]) -> str | None:
@@ -374,8 +396,7 @@ def export(run_dir: Path, to: Path) -> int:
 def write_done(run_dir: Path, command: list[str], start: datetime, end: datetime, wall_seconds: float,
                extra: dict | None = None) -> None:  # fmt: skip
     """The DONE marker: what ran, where, when and for how long, and `extra` (written atomically)."""
-    utc = "%Y-%m-%dT%H:%M:%SZ"
-    record = {"command": shlex.join(command), "start": start.strftime(utc), "end": end.strftime(utc),
+    record = {"command": shlex.join(command), "start": start.strftime(UTC_FORMAT), "end": end.strftime(UTC_FORMAT),
               "wall_seconds": round(wall_seconds, 1), "host": socket.gethostname(), **(extra or {})}  # fmt: skip
     tmp = run_dir / f"{DONE}.tmp"
     tmp.write_text(json.dumps(record, indent=1) + "\n")

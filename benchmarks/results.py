@@ -8,10 +8,11 @@ need into result.json (a few kilobytes) and actor.pt (the final actor only: a ch
 `<algo>_continuous.py --checkpoint actor.pt` evaluates and records), in the run folder and, for a grid whose
 results are committed, in docs/benchmarks/<grid>/<env>/<algo>/seed<k>/ as well.
 
-result.json: the command, the commit, package versions, the machine, start/end/wall time (from the DONE
-marker, which records them when the run finishes), the evaluation curve (step, mean and std of the episodes'
-returns), the training episodes' returns downsampled to at most TRAIN_POINTS points (each the mean of a run of
-consecutive episodes, at the step where the last of them ended), and the final evaluation.
+result.json: the command, the commit, package versions, the machine, start/end/wall time (from the DONE marker,
+which records them when the run finishes; with each attempt's start, wall seconds and commit for a run that was
+stopped and resumed), the evaluation curve (step, mean and std of the episodes' returns), the training episodes'
+returns downsampled to at most TRAIN_POINTS points (each the mean of a run of consecutive episodes, at the step
+where the last of them ended), and the final evaluation.
 """
 
 import argparse
@@ -53,16 +54,23 @@ class ExportError(Exception):
 def provenance(python: str, env: dict[str, str]) -> dict:
     """The commit, package versions and machine of a run that just finished (stored in its DONE marker); `env` is
     the environment the run had (its torch threads come from OMP_NUM_THREADS)."""
-    git = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True, check=False)  # fmt: skip
     versions = subprocess.run([python, "-c", VERSIONS, *PACKAGES],
                               capture_output=True, text=True, check=False)  # fmt: skip
     return {
-        "commit": git.stdout.strip() or None,
-        "uncommitted_changes": bool(dirty.stdout.strip()) if git.returncode == 0 else None,
+        **git_state(),
         "versions": json.loads(versions.stdout) if versions.returncode == 0 else None,
         "machine": machine(env),
+    }
+
+
+def git_state() -> dict:
+    """The commit checked out here and whether tracked files differ from it (both None outside a git repository)."""
+    git = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True, check=False)  # fmt: skip
+    return {
+        "commit": git.stdout.strip() or None,
+        "uncommitted_changes": bool(dirty.stdout.strip()) if git.returncode == 0 else None,
     }
 
 
@@ -105,6 +113,7 @@ def build_result(run_dir: Path, grid: str, env_id: str, algo: str, seed: int) ->
     train_steps, train_returns = downsample(sorted(train), [train[s] for s in sorted(train)])
     train_returns = [round(r, 2) for r in train_returns]
     attempts = run_dir / "attempts"
+    history = done.get("attempt_history")  # older DONE markers lack it, and their attempts files hold numbers only
     final = max(curve)
     return {
         "format": FORMAT,
@@ -112,7 +121,8 @@ def build_result(run_dir: Path, grid: str, env_id: str, algo: str, seed: int) ->
         "command": done["command"],
         **{key: done.get(key) for key in ("commit", "uncommitted_changes", "versions", "machine", "host")},
         "start": done["start"], "end": done["end"], "wall_seconds": done["wall_seconds"],
-        "attempts": len(attempts.read_text().split()) if attempts.exists() else 1,
+        "attempts": len(history or attempts.read_text().split()) if attempts.exists() else 1,
+        "attempt_history": history,
         "eval": {"steps": sorted(curve), "mean": [curve[s] for s in sorted(curve)],
                  "std": [stds.get(s) for s in sorted(curve)]},
         "train_episodes": {"count": len(train), "steps": train_steps, "mean_return": train_returns},

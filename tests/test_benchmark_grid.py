@@ -413,13 +413,26 @@ def test_execute_resumes_a_run_that_saved_its_training_state(tmp_path, capsys):
     run_dir.mkdir()
     (run_dir / grid.STATE).write_text("saved by an interrupted attempt")
     (run_dir / grid.LOG).write_text("first attempt\n")
-    (run_dir / grid.ATTEMPTS).write_text("100.0\n")
+    first = {"start": "2026-01-02T03:04:05Z", "wall_seconds": 100.0, "commit": "0" * 40, "uncommitted_changes": False}
+    (run_dir / grid.ATTEMPTS).write_text(json.dumps(first) + "\n")
     command = [sys.executable, "-c", "import sys; print('argv', sys.argv[1:])", "--seed", "1"]
     assert grid.execute(run_dir, command) == 0
     log = (run_dir / grid.LOG).read_text()
     assert log.startswith("first attempt\n") and f"argv ['--seed', '1', '--resume', '{run_dir}']" in log
     assert "resumed" in capsys.readouterr().out
-    assert json.loads((run_dir / grid.DONE).read_text())["wall_seconds"] >= 100, "summed over the attempts"
+    done = json.loads((run_dir / grid.DONE).read_text())
+    assert done["wall_seconds"] >= 100, "summed over the attempts"
+    assert done["start"] == first["start"], "the run started with its first attempt"
+    (earlier, last) = done["attempt_history"]
+    assert earlier == first and last["start"] >= done["start"] and last["wall_seconds"] < 100
+    assert last["commit"] == done["commit"] == grid.results.git_state()["commit"]  # this checkout's
+
+
+def test_attempts_written_by_older_versions_count_with_only_their_wall_time(tmp_path):
+    (tmp_path / grid.ATTEMPTS).write_text('39.5\n{"start": "2026-01-02T03:04:05Z", "wall_seconds": 2.5}\n')
+    old, new = grid.read_attempts(tmp_path)
+    assert old == {"start": None, "wall_seconds": 39.5, "commit": None, "uncommitted_changes": None}
+    assert new == {"start": "2026-01-02T03:04:05Z", "wall_seconds": 2.5, "commit": None, "uncommitted_changes": None}
 
 
 STAND_IN_GRID = ["grid", "--algos", "td3 sac", "--envs", "Pendulum-v1", "--seeds", "1 2", "--steps", "100"]
@@ -587,4 +600,4 @@ def test_a_slurm_task_warned_of_its_time_limit_saves_requeues_and_resumes(repo):
     assert again.returncode == 0, again.stderr
     first, second = (run_dir / "argv").read_text().splitlines()
     assert "--resume" not in first and second.endswith(f"--resume {run_dir.relative_to(repo.path)}")
-    assert (run_dir / grid.DONE).exists() and len((run_dir / grid.ATTEMPTS).read_text().split()) == 2
+    assert (run_dir / grid.DONE).exists() and len(grid.read_attempts(run_dir)) == 2

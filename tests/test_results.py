@@ -41,6 +41,8 @@ def test_a_finished_grid_run_exports_its_result_and_a_final_actor_that_evaluates
     assert result["command"].split()[1:] == command[1:] and result["attempts"] == 1
     assert result["versions"]["torch"].startswith("2.13.0") and result["machine"]["torch_threads"] == "1"
     assert result["commit"] is None  # not run inside a git checkout
+    attempt = {"start": result["start"], "wall_seconds": result["wall_seconds"], "commit": None}
+    assert result["attempt_history"] == [{**attempt, "uncommitted_changes": None}]
     assert result["eval"]["steps"] == [150, 300] and result["final_eval"]["step"] == 300
     assert result["final_eval"]["mean"] == result["eval"]["mean"][-1] == results.scalars(run_dir)[results.EVAL_TAG][300]
     assert result["train_episodes"]["count"] == 1 and result["train_episodes"]["steps"] == [200]
