@@ -47,16 +47,20 @@ def make_model(algo: str, env, seed: int, learning_starts: int, device: str = "c
     """SB3's TD3 or SAC with our defaults (see the module docstring)."""
     import numpy as np  # noqa: PLC0415 (in the peer's virtual environment)
     import stable_baselines3 as sb3  # noqa: PLC0415
+    from stable_baselines3.common.logger import Logger  # noqa: PLC0415
     from stable_baselines3.common.noise import NormalActionNoise  # noqa: PLC0415
 
     common = {"learning_rate": 3e-4, "buffer_size": 1_000_000, "learning_starts": learning_starts}
     common |= {"batch_size": 256, "tau": 0.005, "gamma": 0.99, "train_freq": 1, "gradient_steps": 1}
     common |= {"policy_kwargs": {"net_arch": [256, 256]}, "device": device, "seed": seed, "verbose": 0}
     if algo == "sac":
-        return sb3.SAC("MlpPolicy", env, ent_coef="auto", target_update_interval=1, **common)
-    noise = NormalActionNoise(np.zeros(env.action_space.shape), 0.1 * np.ones(env.action_space.shape))
-    return sb3.TD3("MlpPolicy", env, action_noise=noise, policy_delay=2, target_policy_noise=0.2,
-                   target_noise_clip=0.5, **common)  # fmt: skip
+        model = sb3.SAC("MlpPolicy", env, ent_coef="auto", target_update_interval=1, **common)
+    else:
+        noise = NormalActionNoise(np.zeros(env.action_space.shape), 0.1 * np.ones(env.action_space.shape))
+        model = sb3.TD3("MlpPolicy", env, action_noise=noise, policy_delay=2, target_policy_noise=0.2,
+                        target_noise_clip=0.5, **common)  # fmt: skip
+    model.set_logger(Logger(folder=None, output_formats=[]))  # else learn() leaves an empty /tmp/SB3-<time>/ each run
+    return model
 
 
 def evaluate(model, env, episodes: int, seed: int) -> list[float]:

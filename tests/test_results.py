@@ -3,6 +3,7 @@ evaluation protocol."""
 
 import json
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -110,3 +111,60 @@ def test_sb3_peer_evaluates_like_our_scripts():
     assert model.deterministic == [True] * 9
     assert sb3_peer.EVAL_SEED_OFFSET == sac.EVAL_SEED_OFFSET
     assert {"sac": sac.Args().learning_starts, "td3": td3.Args().learning_starts} == sb3_peer.LEARNING_STARTS
+
+
+def stand_in_sb3(monkeypatch) -> list:
+    """A stable_baselines3 package (not installed here) whose TD3 and SAC record how they were made and the
+    logger they were given; returns the list of models made."""
+    made = []
+
+    class Model:
+        def __init__(self, policy, env, **kwargs):
+            self.algo, self.kwargs, self.logger = type(self).__name__, kwargs, None
+            made.append(self)
+
+        def set_logger(self, logger):
+            self.logger = logger
+
+    root, common = types.ModuleType("stable_baselines3"), types.ModuleType("stable_baselines3.common")
+    root.SAC, root.TD3 = type("SAC", (Model,), {}), type("TD3", (Model,), {})
+    logger, noise = types.ModuleType("logger"), types.ModuleType("noise")
+    logger.Logger = lambda folder, output_formats: (folder, output_formats)
+    noise.NormalActionNoise = lambda mean, sigma: ("normal", list(mean), list(sigma))
+    modules = {"": root, ".common": common, ".common.logger": logger, ".common.noise": noise}
+    for suffix, module in modules.items():
+        monkeypatch.setitem(sys.modules, "stable_baselines3" + suffix, module)
+    return made
+
+
+def test_sb3_peer_is_configured_like_our_defaults_and_logs_nowhere(monkeypatch):
+    made = stand_in_sb3(monkeypatch)
+    env = type("Env", (), {"action_space": sac.gym.spaces.Box(-1.0, 1.0, (2,))})()
+    sb3_peer.make_model("td3", env, seed=3, learning_starts=td3.Args().learning_starts)
+    sb3_peer.make_model("sac", env, seed=3, learning_starts=sac.Args().learning_starts)
+    (td3_model, sac_model) = made
+    for model, args in [(td3_model, td3.Args()), (sac_model, sac.Args())]:
+        ours = {key: getattr(args, key) for key in ("buffer_size", "batch_size", "tau", "gamma")}
+        assert {key: model.kwargs[key] for key in ours} == ours
+        rates = [args.learning_rate] if model is td3_model else [args.policy_lr, args.q_lr]  # SB3: one for all
+        assert rates == [model.kwargs["learning_rate"]] * len(rates)
+        assert (model.kwargs["learning_starts"], model.kwargs["seed"]) == (args.learning_starts, 3)
+        assert (model.kwargs["train_freq"], model.kwargs["gradient_steps"]) == (1, 1)  # one update per env step
+        assert model.kwargs["policy_kwargs"] == {"net_arch": [256, 256]}  # as our Actor's and critics' defaults
+    a = td3.Args()
+    assert td3_model.algo == "TD3" and td3_model.kwargs["action_noise"] == (
+        "normal",
+        [0.0, 0.0],
+        [a.exploration_noise] * 2,
+    )
+    assert (td3_model.kwargs["target_policy_noise"], td3_model.kwargs["target_noise_clip"]) == (
+        a.policy_noise,
+        a.noise_clip,
+    )
+    assert td3_model.kwargs["policy_delay"] == a.policy_frequency
+    # SB3's "auto" learns α towards an entropy of -|A|, as ours does; its target networks follow every update
+    assert sac_model.algo == "SAC" and sac.Args().autotune and sac_model.kwargs["ent_coef"] == "auto"
+    assert sac_model.kwargs["target_update_interval"] == sac.Args().target_network_frequency
+    assert sac.Args().policy_frequency == 1  # SB3's SAC updates its actor at every step
+    # no folder, no outputs: SB3 would otherwise create an empty /tmp/SB3-<time>/ folder for every run
+    assert td3_model.logger == sac_model.logger == (None, [])
