@@ -206,11 +206,12 @@ def missing_runs(grid_name: str, finished: list[Run]) -> tuple[int, dict[tuple[s
 
 def where_and_when(finished: list[Run]) -> list[str]:
     """One table row per run that recorded it: when (UTC), how long, from which commit, on what machine."""
-    lines = []
+    lines, unknown = [], False
     for run in sorted((r for r in finished if "start" in r.record), key=lambda r: r.record["start"]):
         start, end = (run.record[key].replace("T", " ").removesuffix("Z")[:16] for key in ("start", "end"))
         end = end[11:] if end[:10] == start[:10] else end
-        commit = (run.record.get("commit") or "–")[:7] + ("+changes" if run.record.get("uncommitted_changes") else "")
+        commit = commits(run.record)
+        unknown = unknown or "?" in commit
         machine = run.record.get("machine") or {}
         threads = machine.get("torch_threads") or "default"
         cores = machine.get("cores", "–")
@@ -221,7 +222,15 @@ def where_and_when(finished: list[Run]) -> list[str]:
     if not lines:
         return []
     header = ["| env | algorithm | seed | ran (UTC) | minutes | commit | machine |", "|---|---|---|---|---|---|---|"]
-    return ["", "## Where and when each run ran", "", *header, *lines]
+    note = "A run stopped and resumed lists its attempts' commits in turn; ?: an attempt recorded without its commit."
+    return ["", "## Where and when each run ran", "", *header, *lines, *(["", note] if unknown else [])]
+
+
+def commits(record: dict) -> str:
+    """The commit a run ran from, or each of its attempts' commits in turn ("+changes": with uncommitted changes)."""
+    attempts, unknown = (record["attempt_history"], "?") if record.get("attempt_history") else ([record], "–")
+    labels = [(a.get("commit") or unknown)[:7] + ("+changes" if a.get("uncommitted_changes") else "") for a in attempts]
+    return ", ".join(label for i, label in enumerate(labels) if i == 0 or label != labels[i - 1])
 
 
 def results_markdown(grid: Path, table_cells: list[Cell], unfinished: list[tuple[Path, str]], finished=()) -> str:
