@@ -353,13 +353,9 @@ def train(run_dir: Path, command: list[str], env: dict[str, str] | None, to: Pat
 def read_attempts(run_dir: Path) -> list[dict]:
     """Each attempt of a run: start (UTC), wall seconds, commit and uncommitted changes. A line with only a number
     (the wall seconds, as older versions of this file wrote them) gives None for the rest."""
-    history = []
-    for line in (run_dir / ATTEMPTS).read_text().splitlines():
-        if line.strip():
-            record = json.loads(line)
-            unknown = {"start": None, "wall_seconds": None, "commit": None, "uncommitted_changes": None}
-            history.append({**unknown, **record} if isinstance(record, dict) else {**unknown, "wall_seconds": record})
-    return history
+    unknown = {"start": None, "wall_seconds": None, "commit": None, "uncommitted_changes": None}
+    records = [json.loads(line) for line in (run_dir / ATTEMPTS).read_text().splitlines() if line.strip()]
+    return [{**unknown, **(r if isinstance(r, dict) else {"wall_seconds": r})} for r in records]
 
 
 def kernel_cache(command: list[str], env: dict[str, str]) -> str | None:

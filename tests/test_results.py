@@ -151,16 +151,9 @@ def test_sb3_peer_is_configured_like_our_defaults_and_logs_nowhere(monkeypatch):
         assert (model.kwargs["learning_starts"], model.kwargs["seed"]) == (args.learning_starts, 3)
         assert (model.kwargs["train_freq"], model.kwargs["gradient_steps"]) == (1, 1)  # one update per env step
         assert model.kwargs["policy_kwargs"] == {"net_arch": [256, 256]}  # as our Actor's and critics' defaults
-    a = td3.Args()
-    assert td3_model.algo == "TD3" and td3_model.kwargs["action_noise"] == (
-        "normal",
-        [0.0, 0.0],
-        [a.exploration_noise] * 2,
-    )
-    assert (td3_model.kwargs["target_policy_noise"], td3_model.kwargs["target_noise_clip"]) == (
-        a.policy_noise,
-        a.noise_clip,
-    )
+    a, kwargs = td3.Args(), td3_model.kwargs
+    assert td3_model.algo == "TD3" and kwargs["action_noise"] == ("normal", [0.0, 0.0], [a.exploration_noise] * 2)
+    assert (kwargs["target_policy_noise"], kwargs["target_noise_clip"]) == (a.policy_noise, a.noise_clip)
     assert td3_model.kwargs["policy_delay"] == a.policy_frequency
     # SB3's "auto" learns α towards an entropy of -|A|, as ours does; its target networks follow every update
     assert sac_model.algo == "SAC" and sac.Args().autotune and sac_model.kwargs["ent_coef"] == "auto"
