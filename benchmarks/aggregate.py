@@ -210,8 +210,10 @@ def where_and_when(finished: list[Run]) -> list[str]:
     for run in sorted((r for r in finished if "start" in r.record), key=lambda r: r.record["start"]):
         start, end = (run.record[key].replace("T", " ").removesuffix("Z")[:16] for key in ("start", "end"))
         end = end[11:] if end[:10] == start[:10] else end
+        history = run.record.get("attempt_history") or [run.record]
+        start = start if history[0].get("start") else f"?, {start}"  # earlier attempts recorded without a start
         commit = commits(run.record)
-        unknown = unknown or "?" in commit
+        unknown = unknown or "?" in commit or start.startswith("?")
         machine = run.record.get("machine") or {}
         threads = machine.get("torch_threads") or "default"
         cores = machine.get("cores", "–")
@@ -222,7 +224,10 @@ def where_and_when(finished: list[Run]) -> list[str]:
     if not lines:
         return []
     header = ["| env | algorithm | seed | ran (UTC) | minutes | commit | machine |", "|---|---|---|---|---|---|---|"]
-    note = "A run stopped and resumed lists its attempts' commits in turn; ?: an attempt recorded without its commit."
+    note = (
+        "A run stopped and resumed ran from its first attempt's start and lists its attempts' commits in turn; "
+        "?: attempts recorded without their start or commit (its minutes count them)."
+    )
     return ["", "## Where and when each run ran", "", *header, *lines, *(["", note] if unknown else [])]
 
 

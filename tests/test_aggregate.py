@@ -268,16 +268,19 @@ def test_the_results_say_where_and_when_each_run_ran(tmp_path):
 
 
 def test_a_resumed_run_lists_each_attempts_commit_in_turn():
-    def attempt(commit, changes=False):
-        return {"start": None, "wall_seconds": 1.0, "commit": commit, "uncommitted_changes": changes}
+    def attempt(commit, changes=False, start="2026-12-01T08:52:00Z"):
+        return {"start": start, "wall_seconds": 1.0, "commit": commit, "uncommitted_changes": changes}
 
     one = {"commit": "d873408abc", "uncommitted_changes": False}
     assert aggregate.commits(one) == "d873408" and aggregate.commits({"commit": None}) == "–"
     history = [attempt("3b3f7dbabc"), attempt("d873408abc"), attempt("d873408abc"), attempt("d873408abc", True)]
     assert aggregate.commits({**one, "attempt_history": history}) == "3b3f7db, d873408, d873408+changes"
-    older = [attempt(None), attempt(None), attempt("d873408abc")]  # attempts files of older versions: no commit
+    older = [attempt(None, start=None), attempt(None, start=None), attempt("d873408abc")]  # older attempts files
     assert aggregate.commits({**one, "attempt_history": older}) == "?, d873408"
     when = {"start": "2026-12-01T08:52:00Z", "end": "2026-12-01T12:06:00Z"}
+    run = aggregate.Run("Hopper-v5", "sac", 2, {300_000: 900.0}, 60.0, {**one, **when, "attempt_history": history})
+    assert "| 2026-12-01 08:52–12:06 | 1.0 | 3b3f7db, d873408, d873408+changes |" in aggregate.where_and_when([run])[5]
+    # attempts recorded without a start come first: the start shown is of the first attempt recorded with one
     run = aggregate.Run("Hopper-v5", "sac", 2, {300_000: 900.0}, 60.0, {**one, **when, "attempt_history": older})
     section = aggregate.where_and_when([run])
-    assert "| 2026-12-01 08:52–12:06 | 1.0 | ?, d873408 |" in section[5] and "?: an attempt recorded" in section[-1]
+    assert "| ?, 2026-12-01 08:52–12:06 | 1.0 | ?, d873408 |" in section[5] and "?: attempts recorded" in section[-1]
