@@ -277,6 +277,12 @@ def steps_label(x: float, _position=None) -> str:
     return f"{x / 1e6:g}M" if x >= 1e6 else f"{x / 1e3:g}k" if x >= 1e3 else f"{x:g}"
 
 
+def panel_grid(panels: int) -> tuple[int, int]:
+    """Rows and columns for this many panels: at most three a row, the rows as even as they go (four: 2 x 2)."""
+    rows = -(-panels // 3)
+    return rows, -(-panels // rows)
+
+
 def plot_curves(grid_name: str, table_cells: list[Cell], path: Path) -> bool:
     """One panel per env (about 4 inches each), every algorithm on the same axes; False without matplotlib."""
     try:
@@ -288,8 +294,7 @@ def plot_curves(grid_name: str, table_cells: list[Cell], path: Path) -> bool:
     from matplotlib.ticker import FuncFormatter  # noqa: PLC0415
 
     envs = list(dict.fromkeys(cell.env_id for cell in table_cells))
-    columns = min(3, len(envs))
-    rows = -(-len(envs) // columns)
+    rows, columns = panel_grid(len(envs))
     fig, axes = plt.subplots(rows, columns, figsize=(max(5.0, 4.2 * columns), 3.4 * rows + 0.4), squeeze=False)
     for ax, env_id in zip(axes.flat, envs, strict=False):
         env_cells = [cell for cell in table_cells if cell.env_id == env_id]

@@ -190,6 +190,11 @@ def test_curves_png_is_written(results):
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
 
 
+@pytest.mark.parametrize(("panels", "grid"), [(1, (1, 1)), (3, (1, 3)), (4, (2, 2)), (5, (2, 3)), (7, (3, 3))])
+def test_panels_fill_rows_of_at_most_three_evenly(panels, grid):
+    assert aggregate.panel_grid(panels) == grid
+
+
 def test_curves_use_the_steps_every_seed_has(fake_grid):
     steps, mean, low, high = aggregate.mean_curve(cell(fake_grid, "Pendulum-v1", "td3").runs)
     assert steps.tolist() == [1000, 2000]
