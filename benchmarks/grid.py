@@ -207,6 +207,8 @@ def run_status(spec: RunSpec, python: str) -> str:
         recorded = shlex.split(json.loads(done.read_text())["command"])
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise GridError(f"unreadable {done} ({err}); delete it to rerun that run") from err
+    if recorded[-2:-1] == ["--resume"]:  # older versions recorded the last attempt's command, which resumed
+        recorded = recorded[:-2]
     if recorded[1:] != spec.command(python)[1:]:  # the interpreter may differ (laptop, cluster), the run may not
         raise GridError(f"{spec.run_dir} finished with other flags ({shlex.join(recorded[1:])}); use another --name")
     return "done"
@@ -299,7 +301,7 @@ def train(run_dir: Path, command: list[str], env: dict[str, str] | None, to: Pat
     if run_dir.exists() and not resume:
         shutil.rmtree(run_dir)  # a failed attempt with nothing to resume; its logs must not mix with the new run
     run_dir.mkdir(parents=True, exist_ok=True)
-    command = [*command, "--resume", str(run_dir)] if resume else command
+    attempt_command = [*command, "--resume", str(run_dir)] if resume else command  # DONE records `command`
     child: subprocess.Popen | None = None
     stopping, requeue = False, False
 
@@ -314,13 +316,13 @@ def train(run_dir: Path, command: list[str], env: dict[str, str] | None, to: Pat
     start, start_clock, checkout = datetime.now(UTC), time.monotonic(), results.git_state()
     print(f"{'resumed' if resume else 'started':17}{run_dir}", flush=True)
     with open(run_dir / LOG, "a" if resume else "w") as log:
-        log.write(f"$ {command_line(command, env or {})}\n")
+        log.write(f"$ {command_line(attempt_command, env or {})}\n")
         log.flush()
         # PYTHONUNBUFFERED: train.log fills as the run goes, and an error stays its last line
         child_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         cache = kernel_cache(command, child_env)
         try:
-            child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            child = subprocess.Popen(attempt_command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                      env=child_env, start_new_session=True, pass_fds=(lock,))  # fmt: skip
             if stopping:  # a signal came while it was starting
                 child.send_signal(signal.SIGTERM)

@@ -294,6 +294,10 @@ def test_a_committed_result_counts_as_finished_and_must_have_the_same_flags(cli,
     commit_result(specs[1], [*specs[1].command(PY), "--batch-size", "32"])
     code, _, err = cli("list", "medium")
     assert code == 1 and f"{specs[1].run_dir} finished with other flags" in err
+    commit_result(specs[2], [*specs[2].command(PY), "--resume", str(specs[2].run_dir)])  # as older versions did
+    shutil.rmtree(specs[1].results_dir)
+    code, out, _ = cli("list", "medium")
+    assert code == 0 and out.splitlines()[-1].endswith(": 2 done, 30 to run")
 
 
 def test_slurm_tasks_of_a_committing_grid_export_their_results():
@@ -421,6 +425,7 @@ def test_execute_resumes_a_run_that_saved_its_training_state(tmp_path, capsys):
     assert log.startswith("first attempt\n") and f"argv ['--seed', '1', '--resume', '{run_dir}']" in log
     assert "resumed" in capsys.readouterr().out
     done = json.loads((run_dir / grid.DONE).read_text())
+    assert done["command"] == shlex.join(command), "the run's command; only its attempt added --resume"
     assert done["wall_seconds"] >= 100, "summed over the attempts"
     assert done["start"] == first["start"], "the run started with its first attempt"
     (earlier, last) = done["attempt_history"]
@@ -601,3 +606,5 @@ def test_a_slurm_task_warned_of_its_time_limit_saves_requeues_and_resumes(repo):
     first, second = (run_dir / "argv").read_text().splitlines()
     assert "--resume" not in first and second.endswith(f"--resume {run_dir.relative_to(repo.path)}")
     assert (run_dir / grid.DONE).exists() and len(grid.read_attempts(run_dir)) == 2
+    listed = repo(*STAND_IN_GRID, "--name", "hpc", "--dry-run")  # the resumed run counts as done, flags unchanged
+    assert listed.returncode == 0 and listed.stdout.count("# skipped (done): ") == 1, listed.stderr
