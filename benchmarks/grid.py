@@ -207,7 +207,7 @@ def run_status(spec: RunSpec, python: str) -> str:
         recorded = shlex.split(json.loads(done.read_text())["command"])
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise GridError(f"unreadable {done} ({err}); delete it to rerun that run") from err
-    if recorded[-2:-1] == ["--resume"]:  # older versions recorded the last attempt's command, which resumed
+    if recorded[-2:] == ["--resume", str(spec.run_dir)]:  # older versions recorded a resumed attempt's command
         recorded = recorded[:-2]
     if recorded[1:] != spec.command(python)[1:]:  # the interpreter may differ (laptop, cluster), the run may not
         raise GridError(f"{spec.run_dir} finished with other flags ({shlex.join(recorded[1:])}); use another --name")
