@@ -13,7 +13,7 @@ commands:
                       td3 and sac, seeds 1 2 3 (about an hour on a 2-core laptop)
   medium [options]    HalfCheetah, Hopper, Walker2d and Ant v5 at 300k steps; td3 and sac, seeds 1 2 3, and
                       Stable-Baselines3's TD3 and SAC (sb3-td3, sb3-sac) with seed 1; each finished run's result
-                      goes to docs/benchmarks/medium/ too, to commit (about 15 hours with --workers 2 on 2 cores)
+                      goes to docs/benchmarks/medium/ too, to commit (about 23 hours with --workers 2 on 2 cores)
   full [options]      HalfCheetah, Hopper, Walker2d, Ant and Humanoid v5 at 1M steps; td3 and sac, seeds 1-5
   grid --algos "td3 sac" --envs "Hopper-v5 ..." --seeds "1 2 3" --steps N [--flags "..."] [options]
                       your own grid; --flags are added to every run's command
