@@ -27,10 +27,8 @@ def train_steps(module, device: str, **speed_flags) -> tuple[list[dict[str, floa
     q_optimizer = torch.optim.Adam(qf.parameters(), **adam)
     log_alpha = torch.zeros(1, device=device, requires_grad=True)
     alpha_optimizer = torch.optim.Adam([log_alpha], **adam)
-    steps = (module.update_critic, module.update_actor, getattr(module, "update_alpha", None))
-    if args.compile or args.cudagraphs:
-        steps = [module.speed_up(f, args) if f else None for f in steps]
-    critic_step, actor_step, alpha_step = steps
+    names = ["update_critic", "update_actor"] + (["update_alpha"] if module.ALGORITHM == "sac" else [])
+    critic_step, actor_step, *alpha_step = module.speed_up(args, *names)
 
     history, initial_actor = [], module.copy.deepcopy(actor.state_dict())
     widths = [OBS_DIM, ACT_DIM, 1, OBS_DIM, 1]
@@ -48,7 +46,7 @@ def train_steps(module, device: str, **speed_flags) -> tuple[list[dict[str, floa
             alpha = log_alpha.exp().detach()
             metrics = critic_step(batch, actor, qf, qf_target, q_optimizer, alpha, args)
             actor_metrics, log_prob = actor_step(batch, actor, qf, actor_optimizer, alpha)
-            metrics = metrics | actor_metrics | alpha_step(log_alpha, alpha_optimizer, log_prob, -2.0)
+            metrics = metrics | actor_metrics | alpha_step[0](log_alpha, alpha_optimizer, log_prob, -2.0)
         history.append({k: v.item() for k, v in metrics.items()})
     assert any(not torch.equal(v, initial_actor[k]) for k, v in actor.state_dict().items()), "training moved nothing"
     params = {f"actor.{k}": v for k, v in actor.state_dict().items()} | {
