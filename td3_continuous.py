@@ -5,9 +5,8 @@ https://arxiv.org/abs/1802.09477 (Algorithm 1).
 
 Run: python td3_continuous.py --env-id Hopper-v5 (all flags: --help)
 
-Part I, the algorithm and its training loop `train`, is what a learner reads. Part II runs an experiment
-(evaluation, checkpoints, --resume, W&B, progress, signals), Part III is the speed layer (--compile, --cudagraphs),
-Part IV the checks behind every one-line error. Parts II-IV never change the maths.
+Part I is the algorithm and its training loop, `train`. Part II runs an experiment (evaluation, checkpoints,
+--resume, W&B, progress, signals), III is the speed layer, IV the checks. Parts II-IV never change the maths.
 
 Shapes: B batch, N parallel envs, O observation dim, A action dim. Rewards, termination flags and Q-values are
 [B, 1]; the twin critic returns both critics at once as [2, B, 1].
@@ -18,11 +17,10 @@ target copies μ_θ' and Q_φ'1, Q_φ'2, and the smoothed target action ã' = cl
 Deliberate departures from the paper (marked `# NOTE:` in the code):
 - 256-256 networks, learning rate 3e-4 and 25k random warm-up steps, as in the authors'
   updated reference code (github.com/sfujim/TD3); the paper used 400-300 units and 1e-3.
-- Everything works in the normalized action space [-1, 1]^A, as the paper assumes: the actor's tanh
-  output, both noises, the replay buffer and the critics' input. Only `to_env_actions` maps an action
-  per dimension onto the env's Box (bias + scale * a) for env.step, so each noise scale is a fraction of
-  that dimension's half-range. The authors' code gives the critics max_action * tanh(·), in the env's
-  units: an action dimension in [200, 260] would enter their first layer as a large constant.
+- Everything works in the normalized action space [-1, 1]^A, as the paper assumes: the actor's output, both
+  noises, the replay buffer and the critics' input; only `to_env_actions` maps an action onto the env's Box, so
+  each noise scale is a fraction of that dimension's half-range. The authors' code feeds the critics actions
+  in the env's units, where a dimension in [200, 260] would enter their first layer as a large constant.
 - With --num-envs N, each vector step (N transitions) is followed by one gradient step.
 - Evaluation episodes of an env without a time limit are cut off after 1,000 steps.
 """
@@ -55,7 +53,7 @@ ALGORITHM = "td3"
 LOG_EVERY = 100  # gradient updates between metric logs (the only time losses are read)
 
 
-# ============================================================================= Part I: the algorithm and its loop
+# ======================== Part I: the algorithm and its loop
 @dataclass
 class Args:
     # Algorithm
@@ -130,10 +128,10 @@ class Args:
     """PyTorch's CPU threads (default: PyTorch's, one per core); 1 when several runs share the cores"""
 
 
-# ----------------------------------------------------------------------------- environments
+# ------------------------ environments
 def make_vector_env(args: Args) -> gym.vector.SyncVectorEnv:
-    """N copies of the env (`make_env`, in Part IV, adds one-line errors to `gym.make`). SAME_STEP autoreset: when an
-    episode ends, step() returns the next episode's first observation and the true last one in infos["final_obs"]."""
+    """N envs (`make_env` in Part IV is `gym.make` with one-line errors). SAME_STEP autoreset: when an episode
+    ends, step() returns the next one's first observation, and the true last one in infos["final_obs"]."""
     return gym.vector.SyncVectorEnv(
         [lambda: make_env(args.env_id)] * args.num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
     )
@@ -147,7 +145,7 @@ def to_env_actions(actions: np.ndarray, space: gym.spaces.Box) -> np.ndarray:
     return np.clip((bias + scale * actions).astype(space.dtype), space.low, space.high)
 
 
-# ----------------------------------------------------------------------------- replay buffer
+# ------------------------ replay buffer
 class Batch(NamedTuple):
     obs: torch.Tensor  # [B, O]
     actions: torch.Tensor  # [B, A]
@@ -192,7 +190,7 @@ class ReplayBuffer:
         self.rows[: self.size] = state["rows"].to(self.storage)
 
 
-# ----------------------------------------------------------------------------- networks
+# ------------------------ networks
 # NOTE: 256-256 hidden units in both networks, as in the authors' updated code (the paper: 400-300)
 class TwinQNetwork(nn.Module):
     """Two independent critics Q1, Q2 (obs [B, O], normalized action [B, A] in [-1, 1]^A -> [2, B, 1]). Their
@@ -235,11 +233,10 @@ class Actor(nn.Module):
         return torch.tanh(self.net(obs))  # [B, A]
 
 
-# ----------------------------------------------------------------------------- losses and updates
+# ------------------------ losses and updates
 def explore(actor: Actor, obs: torch.Tensor, args: Args) -> torch.Tensor:
-    """Behaviour action: μ(s) + N(0, exploration_noise²), clipped to [-1, 1]^A, [N, A]. In normalized units the
-    noise std is a fraction of each dimension's half-range; the clipped action is what the env gets and the
-    replay buffer stores."""
+    """Behaviour action: μ(s) + N(0, exploration_noise²), clipped to [-1, 1]^A, [N, A]: what the env gets and the
+    replay buffer stores (the noise std is a fraction of each dimension's half-range)."""
     action = actor(obs)
     return (action + torch.randn_like(action) * args.exploration_noise).clamp(-1.0, 1.0)
 
@@ -300,7 +297,7 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), tau)  # PERF: one fused op
 
 
-# ----------------------------------------------------------------------------- the training loop
+# ------------------------ the training loop
 def train(args: Args, device: torch.device, stop: "StopSignals", resumed: dict | None) -> dict:
     """TD3 with a replay buffer (paper Algorithm 1). `main` (Part II) checks the flags and seeds first."""
     envs = make_vector_env(args)
@@ -319,8 +316,8 @@ def train(args: Args, device: torch.device, stop: "StopSignals", resumed: dict |
     learner = {"actor": actor, "qf": qf, "actor_target": actor_target, "qf_target": qf_target,
                "actor_optimizer": actor_optimizer, "q_optimizer": q_optimizer, "replay_buffer": rb}  # fmt: skip
     run = Run(args, device, stop, envs, learner, random_actions, actor, resumed)
-    # PERF (Part III): with --compile or --cudagraphs these names are bound to compiled or graphed versions of the
-    # same functions. Without those flags, or without this line, they are the functions above.
+    # PERF (Part III): --compile and --cudagraphs bind these names to compiled or graphed versions of the same
+    # functions; without them, or without this line, they are the functions above
     explore, update_critic, update_actor = speed_up(args, "explore", "update_critic", "update_actor")
 
     obs, _ = envs.reset(seed=args.seed + run.global_step)
@@ -363,7 +360,7 @@ def train(args: Args, device: torch.device, stop: "StopSignals", resumed: dict |
     return run.finish()
 
 
-# ============================================================================= Part II: running an experiment
+# ======================== Part II: running an experiment
 # Ctrl-C or SIGTERM ends the current step, saves the whole training state and stops; --resume continues from it.
 # Envs cannot be saved: a resumed run restarts them, the running episodes cut off (none stored as terminal).
 EVAL_SEED_OFFSET = 10_000  # the evaluation env is seeded with seed + EVAL_SEED_OFFSET
@@ -396,8 +393,8 @@ def main(args: Args) -> dict:
 
 
 class Run:
-    """What the loop shares with Parts II-IV: counters, logs, the evaluation env and its history, checkpoints. As
-    `with run:`, a crash keeps the logs and closes the envs; a second Ctrl-C ends the loop mid-step, unsaved."""
+    """Counters, logs, evaluation and checkpoints. As `with run:`, a crash keeps the logs and closes the envs; a
+    second Ctrl-C ends the loop mid-step, unsaved."""
 
     def __init__(self, args, device, stop, envs, learner: dict, random_actions, policy, resumed: dict | None):
         self.args, self.device, self.stop, self.envs, self.policy = args, device, stop, envs, policy
@@ -440,7 +437,7 @@ class Run:
             self.episode_returns[i], self.episode_lengths[i] = 0.0, 0
 
     def log_losses(self, metrics: dict[str, torch.Tensor]) -> None:
-        """Logs the metrics and steps/s, stops a run whose losses diverged, and prints the progress line."""
+        """Metrics and steps/s to TensorBoard, a stop if they diverged, and the progress line."""
         values = {k: v.item() for k, v in metrics.items()}
         for name, value in values.items():
             self.writer.add_scalar(f"losses/{name}", value, self.global_step)
@@ -513,7 +510,7 @@ class Run:
         return False
 
     def finish(self) -> dict:
-        """A final evaluation (unless one just ran), checkpoint and training state, and one summary line."""
+        """A last evaluation (unless one just ran), checkpoint and training state; one summary line."""
         interrupted = self.hard_stop or self.stop.signal is not None
         if self.interactive:
             print()
@@ -532,27 +529,15 @@ class Run:
                 "interrupted": interrupted, "signal": self.stop.signal} | self.learner  # fmt: skip
 
 
-# ----------------------------------------------------------------------------- evaluation and checkpoints
+# ------------------------ evaluation and checkpoints
 def make_eval_env(env_id: str, episodes: int, video_folder: str | None) -> gym.Env:
-    """A separate env for deterministic evaluation, recording each evaluation's first episode if asked. Its
-    episodes end at the env's time limit, or after EVAL_MAX_EPISODE_STEPS if it has none."""
+    """A separate env for deterministic evaluation; records each evaluation's first episode if asked."""
     env = make_env(env_id, render_mode="rgb_array" if video_folder else None)
     if env.spec is None or env.spec.max_episode_steps is None:  # NOTE: else an evaluation might never end
         env = gym.wrappers.TimeLimit(env, max_episode_steps=EVAL_MAX_EPISODE_STEPS)
     if video_folder is None:
         return env
     return gym.wrappers.RecordVideo(env, video_folder, episode_trigger=lambda ep: ep % episodes == 0)
-
-
-def follow_the_agent(env: gym.Env) -> None:
-    """Films a MuJoCo env with its model's camera "track", which follows the agent, if it has one. NOTE: Gymnasium
-    1.x uses a free camera that stays behind: HalfCheetah, Hopper, Walker2d and Ant walk out of the picture."""
-    renderer = getattr(env.unwrapped, "mujoco_renderer", None)
-    if renderer is None or renderer.camera_id != -1:  # not MuJoCo, or a camera chosen already (-1: the free one)
-        return
-    cameras = [renderer.model.camera(i).name for i in range(renderer.model.ncam)]
-    if "track" in cameras:
-        renderer.camera_id = cameras.index("track")
 
 
 @torch.no_grad()
@@ -593,8 +578,7 @@ def load_actor(path: str, device: torch.device) -> tuple[Actor, dict]:
     if checkpoint.get("algorithm") != ALGORITHM:
         raise StopRun(f"{path} is a {checkpoint.get('algorithm')!r} checkpoint; load it with its own script")
     actor = Actor(checkpoint["spaces"]["obs_dim"], len(checkpoint["spaces"]["action_low"]))
-    # Checkpoints from before the actor worked in [-1, 1]^A also hold the Box as buffers: the same map as
-    # to_env_actions, whose bounds are in "spaces" (and checked against the env), so they are dropped
+    # Older checkpoints also hold the Box as buffers, the map that to_env_actions now makes: dropped
     old_buffers = ("action_low", "action_high", "action_scale", "action_bias")
     actor.load_state_dict({k: v for k, v in checkpoint["actor"].items() if k not in old_buffers})
     return actor.to(device).eval(), checkpoint
@@ -614,7 +598,7 @@ def evaluate_checkpoint(args: Args, device: torch.device) -> dict:
     return {"eval_returns": returns}
 
 
-# ----------------------------------------------------------------------------- resuming: the whole training state
+# ------------------------ resuming: the whole training state
 def random_states(warm_up: gym.spaces.Box) -> dict:
     """Every random-number generator the loop draws from: Python, NumPy, PyTorch (CPU and CUDA), the warm-up's."""
     numpy = np.random.get_state(legacy=False)
@@ -641,15 +625,14 @@ def load_learner(learner: dict, saved: dict) -> None:
 
 
 def save_training_state(path: Path, state: dict, learner: dict) -> None:
-    """`state` (flags, counters, random states) and the state of every network, optimizer, tensor and the replay
-    buffer in `learner`, in host memory."""
+    """`state` (flags, counters, random states) and, in host memory, the state of everything in `learner`."""
     saved = {name: x.detach().cpu() if isinstance(x, torch.Tensor) else x.state_dict() for name, x in learner.items()}
     save_atomically(state | {"format": TRAINING_STATE_FORMAT, "algorithm": ALGORITHM, "learner": saved}, path)
 
 
 def load_training_state(args: Args) -> tuple[dict, Args]:
-    """The saved state of --resume (a run folder or its training-state file), and the run's own flags with a
-    raised --total-timesteps. Every check happens here, before anything is written."""
+    """The saved state of --resume (a run folder or its file) and the run's flags, --total-timesteps maybe raised.
+    Every check happens here, before anything is written."""
     path = Path(args.resume) / TRAINING_STATE if Path(args.resume).is_dir() else Path(args.resume)
     if not path.is_file():
         raise StopRun(f"--resume: {path} does not exist")
@@ -675,15 +658,15 @@ def load_training_state(args: Args) -> tuple[dict, Args]:
     return state, Args(**(saved | changed))
 
 
-# ----------------------------------------------------------------------------- Weights & Biases (--track)
+# ------------------------ Weights & Biases (--track)
 def start_tracking(args: Args, run_name: str) -> None:
     """Start a W&B run that mirrors everything the SummaryWriter logs, with the flags as its config."""
     try:  # imported here only: training without --track must not need wandb
         import wandb  # noqa: PLC0415
     except ImportError:
         raise StopRun("--track needs Weights & Biases: pip install wandb") from None
-    # Every SummaryWriter made from now on is mirrored, synced as written (told the root folder; else wandb waits
-    # 10 s first). Patched anew on every call: an earlier run in this process (tests, a notebook) left its own root
+    # Mirror every SummaryWriter made from now on, synced as written (else wandb waits 10 s); patched anew, as an
+    # earlier run in this process (tests, a notebook) left its own root
     wandb.tensorboard.unpatch()
     wandb.tensorboard.patch(root_logdir=f"runs/{run_name}")
     run = {"project": args.wandb_project_name, "entity": args.wandb_entity, "name": run_name, "config": vars(args)}
@@ -706,7 +689,7 @@ def finish_tracking(video_folder: str | None, failed: bool) -> None:
     wandb.finish(exit_code=1 if failed else 0)
 
 
-# ----------------------------------------------------------------------------- signals
+# ------------------------ signals
 class StopSignals:
     """While active, Ctrl-C (SIGINT) and SIGTERM (`kill`, a batch system's stop or preemption) only record the
     signal, so the loop ends its step, saves and stops; a second signal raises KeyboardInterrupt at once."""
@@ -728,13 +711,12 @@ class StopSignals:
             signal.signal(signum, handler)
 
 
-# ============================================================================= Part III: speed
+# ======================== Part III: speed
 class CudaGraphed:
-    """fn(*args) as one captured CUDA graph: its kernels (forward, backward, optimizer step) launch at once. Data
-    tensors in args (not those that require grad, like log α) are copied into static tensors; the first WARMUP calls
-    run fn eagerly on them on a side stream (real updates; they compile fn and make the optimizer state), the next
-    captures the graph on the same tensors, later ones replay it. Other arguments must stay the same objects;
-    outputs are overwritten by the next call."""
+    """fn(*args) as one captured CUDA graph, its kernels launched at once. Data tensors in args (not those that
+    require grad, like log α) are copied into static tensors; the first WARMUP calls run fn eagerly on them, on a
+    side stream (real updates that also compile fn and make the optimizer state), the next captures the graph on
+    them, later ones replay it. Other arguments must stay the same objects; outputs are overwritten by each call."""
 
     WARMUP = 3
 
@@ -773,11 +755,8 @@ def speed_up(args: Args, *names: str) -> list:
     return [CudaGraphed(fn) for fn in functions] if args.cudagraphs else functions
 
 
-# ============================================================================= Part IV: checks
-RENDERING_HELP = (
-    "headless MuJoCo renders with MUJOCO_GL=egl (needs libEGL, e.g. Debian's libegl1) or MUJOCO_GL=osmesa "
-    "(needs libOSMesa); videos also need moviepy (in requirements.txt)"
-)
+# ======================== Part IV: checks
+RENDERING_HELP = "headless MuJoCo renders with MUJOCO_GL=egl (libEGL, e.g. Debian's libegl1) or osmesa (libOSMesa)"
 
 
 class StopRun(Exception):
@@ -818,12 +797,17 @@ def validate_args(args: Args) -> None:
 
 def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
     """`gym.make` with a one-line error for an unknown id, a missing renderer or a space this script cannot handle.
-    With a render_mode it renders once, so a missing renderer fails before training, not at the first evaluation."""
+    With a render_mode it films the agent and renders once, so a missing renderer fails before training."""
     try:
         # render_mode is passed only when needed: a user's env need not accept the keyword
         env = gym.make(env_id, **({"render_mode": render_mode} if render_mode else {}))
+        renderer = getattr(env.unwrapped, "mujoco_renderer", None)
+        # NOTE: Gymnasium 1.x films MuJoCo envs with a free camera (-1) that stays where the agent started; their
+        # model's camera "track", if any, follows the agent
+        if render_mode and renderer and renderer.camera_id == -1:
+            cameras = [renderer.model.camera(i).name for i in range(renderer.model.ncam)]
+            renderer.camera_id = cameras.index("track") if "track" in cameras else -1
         if render_mode:
-            follow_the_agent(env)
             env.reset(seed=0)
             env.render()
     except Exception as err:
