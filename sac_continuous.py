@@ -639,14 +639,17 @@ def load_actor(path: str, device: torch.device) -> tuple[Actor, dict]:
 def evaluate_checkpoint(args: Args, device: torch.device) -> dict:
     actor, checkpoint = load_actor(args.checkpoint, device)
     env_id = checkpoint["args"]["env_id"]
-    video_folder = f"videos/{Path(args.checkpoint).parent.name}-eval" if args.capture_video else None
+    # videos/<the checkpoint's path, folders joined by "-">-eval: two checkpoints never share a folder
+    name = "-".join(part for part in Path(os.path.relpath(args.checkpoint)).with_suffix("").parts if part != "..")
+    video_folder = f"videos/{name}-eval" if args.capture_video else None
     env = make_eval_env(env_id, args.eval_episodes, video_folder)
     if spaces_of(env.observation_space, env.action_space) != checkpoint["spaces"]:
         raise StopRun(f"{env_id} no longer has the observation and action spaces the checkpoint was trained on")
     returns = evaluate(actor.deterministic, env, args.eval_episodes, args.seed + EVAL_SEED_OFFSET, device)
     env.close()
+    episodes = f"{len(returns)} episode" + "s" * (len(returns) != 1)
     print(f"{env_id} ({args.checkpoint}, step {checkpoint['global_step']}): "
-          f"eval return {np.mean(returns):.1f} ± {np.std(returns):.1f} over {len(returns)} episodes")  # fmt: skip
+          f"eval return {np.mean(returns):.1f} ± {np.std(returns):.1f} over {episodes}")  # fmt: skip
     return {"eval_returns": returns}
 
 

@@ -3,6 +3,7 @@
 import ctypes.util
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -226,6 +227,19 @@ def test_capture_video_works_headless(algo, tmp_path):
     assert result.returncode == 0, result.stderr
     videos = list((tmp_path / "videos").rglob("*.mp4"))
     assert videos and all(v.stat().st_size > 1_000 for v in videos)
+
+
+@pytest.mark.skipif(ctypes.util.find_library("EGL") is None, reason="no libEGL on this machine")
+def test_videos_of_two_checkpoints_in_like_named_folders_do_not_collide(algo, train, tmp_path, monkeypatch):
+    """Every committed actor lives in a seed<k> folder: recording one must not overwrite another's video."""
+    monkeypatch.setenv("MUJOCO_GL", "egl")
+    train(algo, env_id="InvertedPendulum-v5", total_timesteps=300, learning_starts=200, save_model=True, run_name="r")
+    for grid in ("one", "two"):
+        (tmp_path / grid / "seed1").mkdir(parents=True)
+        shutil.copy(tmp_path / "runs" / "r" / f"{algo.ALGORITHM}_continuous.pt", tmp_path / grid / "seed1" / "actor.pt")
+        algo.main(algo.Args(checkpoint=f"{grid}/seed1/actor.pt", capture_video=True, eval_episodes=1, cuda=False))
+    folders = sorted(p.parent.name for p in (tmp_path / "videos").rglob("*.mp4"))
+    assert folders == ["one-seed1-actor-eval", "two-seed1-actor-eval"]
 
 
 @pytest.mark.skipif(ctypes.util.find_library("EGL") is None, reason="no libEGL on this machine")
