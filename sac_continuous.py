@@ -58,6 +58,8 @@ LOG_EVERY = 100  # gradient updates between metric logs (the only time losses ar
 # ======================== Part I: the algorithm and its loop
 @dataclass
 class Args:
+    """Train SAC (arXiv 1812.05905) on a Gymnasium env with a Box action space, or evaluate a checkpoint."""
+
     # Algorithm
     buffer_size: int = 1_000_000
     """replay buffer capacity in transitions"""
@@ -105,15 +107,15 @@ class Args:
     capture_video: bool = False
     """record the first episode of every evaluation to videos/<run_name>/ (headless MuJoCo: MUJOCO_GL=egl)"""
     save_model: bool = False
-    """save a checkpoint to runs/<run_name>/<exp_name>.pt at every evaluation, at the end and on Ctrl-C"""
+    """write the weights to runs/<run_name>/<exp_name>.pt (what --checkpoint reads) at each evaluation and the end"""
     run_name: str | None = None
     """folder under runs/ (and videos/) for this run; default <env>__<exp_name>__<seed>__<unix time>"""
     checkpoint: str | None = None
-    """evaluate this saved checkpoint (uses --eval-episodes, --seed, --capture-video) instead of training"""
+    """evaluate (and with --capture-video record) the weights of this --save-model file instead of training"""
     resume: str | None = None
-    """continue the run in this folder under runs/ (or this training-state file), with its own flags"""
+    """continue the run in this folder from its training_state.pt (see --checkpoint-frequency), with its flags"""
     checkpoint_frequency: int = 100_000
-    """save everything --resume needs every this many env steps, on Ctrl-C/SIGTERM and at the end (0: never)"""
+    """write runs/<run_name>/training_state.pt, all --resume reads, every this many steps and on stop (0: never)"""
     track: bool = False
     """sync TensorBoard logs, hyperparameters and --capture-video videos to Weights & Biases (`pip install wandb`)"""
     wandb_project_name: str = "td3-sac"
@@ -430,8 +432,7 @@ def main(args: Args) -> dict:
         random.seed(args.seed)
         np.random.seed(args.seed)
         torch.manual_seed(args.seed)
-        # PERF: flush subnormal floats (|x| < 1.2e-38) to zero on the CPU. Adam's first moment of a dead ReLU unit
-        # decays by β1 every step through that range, where x86 arithmetic is many times slower
+        # PERF: subnormal floats (|x| < 1.2e-38), like Adam's moments of dead ReLU units, are slow on x86: flush them
         torch.set_flush_denormal(True)
         if args.torch_threads:
             torch.set_num_threads(args.torch_threads)
@@ -768,10 +769,10 @@ class StopSignals:
 
 # ======================== Part III: speed
 class CudaGraphed:
-    """fn(*args) as one captured CUDA graph, its kernels launched at once. Data tensors in args (not those that
-    require grad, like log α) are copied into static tensors; the first WARMUP calls run fn eagerly on them, on a
-    side stream (real updates that also compile fn and make the optimizer state), the next captures the graph on
-    them, later ones replay it. Other arguments must stay the same objects; outputs are overwritten by each call."""
+    """fn(*args) as one captured CUDA graph. Data tensors in args (not those that require grad, like log α) are
+    copied into static tensors; the first WARMUP calls run fn eagerly on them on a side stream (real updates that
+    also compile fn and make the optimizer state), the next captures the graph, later ones replay it. Other
+    arguments must stay the same objects; each call overwrites the outputs."""
 
     WARMUP = 3
 
@@ -856,8 +857,7 @@ def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
         # render_mode is passed only when needed: a user's env need not accept the keyword
         env = gym.make(env_id, **({"render_mode": render_mode} if render_mode else {}))
         renderer = getattr(env.unwrapped, "mujoco_renderer", None)
-        # NOTE: Gymnasium 1.x films MuJoCo envs with a free camera (-1) that stays where the agent started; their
-        # model's camera "track", if any, follows the agent
+        # NOTE: Gymnasium 1.x films MuJoCo with a free camera (-1) left behind; the camera "track" follows the agent
         if render_mode and renderer and renderer.camera_id == -1:
             cameras = [renderer.model.camera(i).name for i in range(renderer.model.ncam)]
             renderer.camera_id = cameras.index("track") if "track" in cameras else -1
@@ -883,8 +883,7 @@ def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
 
 
 def is_rendering_error(err: BaseException) -> bool:
-    """Whether err came from OpenGL or MuJoCo's GL backends (egl, osmesa, glfw), not from the env itself. MuJoCo
-    loads the MUJOCO_GL backend on import, so even an env made without rendering fails without its library."""
+    """Whether err came from OpenGL or MuJoCo's GL backends (loaded on import: any env can fail there)."""
     gl_modules = {"OpenGL", "egl", "osmesa", "glfw"}
     frames = [Path(frame.f_code.co_filename) for frame, _ in traceback.walk_tb(err.__traceback__)]
     return "MUJOCO_GL" in str(err) or any(gl_modules & set(f.parts) or f.name == "gl_context.py" for f in frames)
