@@ -22,7 +22,7 @@ differs from log π by the constant -Σ log(scale): it would move where α settl
 Deliberate departures from the papers (marked `# NOTE:` in the code):
 - log σ is squashed smoothly into [-5, 2], so σ can neither collapse nor explode.
 - 5k uniformly random warm-up steps before learning (the papers do not specify any).
-- The critics take the normalized action in [-1, 1]^A, not the env's units (as Stable-Baselines3 does).
+- The critics take the normalized action in [-1, 1]^A, not the env's units (Stable-Baselines3 does the same).
 - With --num-envs N, each vector step (N transitions) is followed by one gradient step.
 - Evaluation episodes of an env without a time limit are cut off after 1,000 steps.
 """
@@ -161,7 +161,7 @@ class Batch(NamedTuple):
 
 
 class ReplayBuffer:
-    """Ring buffer of preallocated float32 tensors: O(1) add of N transitions, uniform sampling. A transition is
+    """Ring buffer in one preallocated float32 tensor: O(1) add of N transitions, uniform sampling. A transition is
     one row [obs | action | reward | next_obs | terminated] of one [capacity, 2O+A+2] tensor (PERF: one copy per
     add, one gather per sample)."""
 
@@ -247,7 +247,7 @@ class Actor(nn.Module):
         """Reparameterised sample: the action a = tanh(z) [B, A] and its log-density log π(a|s) [B, 1]."""
         mean, log_std = self(obs)
         z = mean + log_std.exp() * torch.randn_like(mean)  # z = μ + σ ε ~ X: gradients reach μ and σ
-        # log π first, then tanh(z): autograd sums z's gradients in creation order, and the rounding follows it
+        # log π before tanh(z): the order autograd sums z's gradients in sets the rounding of every logged number
         log_prob = squashed_gaussian_log_prob(z, mean, log_std)
         return torch.tanh(z), log_prob
 
@@ -277,7 +277,7 @@ def explore(actor: Actor, obs: torch.Tensor, args: Args) -> torch.Tensor:
 def critic_loss(
     batch: Batch, actor: Actor, qf: TwinQNetwork, qf_target: TwinQNetwork, alpha: torch.Tensor, args: Args
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Soft TD loss with twin critics (1812.05905 Sec. 4-5). The TD target is built without gradients
+    """Soft TD loss with twin critics (1812.05905 Sec. 4.2 and 6). The TD target is built without gradients
     (torch.no_grad): only the online critics qf receive gradients from this loss."""
     with torch.no_grad():
         next_actions, next_log_prob = actor.sample(batch.next_obs)  # a' ~ π(·|s') from the current policy
@@ -363,7 +363,7 @@ def train(args: Args, device: torch.device, stop: "StopSignals", resumed: dict |
                "q_optimizer": q_optimizer, "log_alpha": log_alpha, "replay_buffer": rb}  # fmt: skip
     learner |= {"alpha_optimizer": alpha_optimizer} if args.autotune else {}
     run = Run(args, device, stop, envs, learner, random_actions, actor.deterministic, resumed)
-    alpha = log_alpha.exp().detach()  # a constant in the critic and actor losses
+    alpha = log_alpha.exp().detach()  # a constant in the losses; after Run, which restores a resumed log α
     # PERF (Part III): --compile and --cudagraphs bind these names to compiled or graphed versions of the same
     # functions; without them, or without this line, they are the functions above
     explore, update_critic, update_actor, update_alpha = speed_up(args, "explore", "update_critic", "update_actor",
@@ -385,8 +385,8 @@ def train(args: Args, device: torch.device, stop: "StopSignals", resumed: dict |
             run.global_step += args.num_envs
             run.log_episodes(rewards, terminations | truncations)
 
-            # Store only real transitions: an env that just finished returns its reset observation in
-            # next_obs, so the transition's true next observation comes from infos["final_obs"]
+            # Store the real transition: an env that just finished returns its reset observation in next_obs;
+            # the true next observation is in infos["final_obs"]
             real_next_obs = next_obs.copy()
             for i in np.flatnonzero(infos.get("_final_obs", [])):
                 real_next_obs[i] = infos["final_obs"][i]
@@ -404,7 +404,7 @@ def train(args: Args, device: torch.device, stop: "StopSignals", resumed: dict |
                     if args.autotune:
                         alpha_metrics = update_alpha(log_alpha, alpha_optimizer, log_prob, target_entropy)
                         alpha = log_alpha.exp().detach()
-                    # a new dict: a graphed step's own outputs are overwritten by its next replay
+                    # a new dict: with --cudagraphs, update_actor returns the same dict object on every call
                     actor_metrics = actor_metrics | alpha_metrics | {"alpha": alpha[0]}
                 if run.updates % args.target_network_frequency == 0:
                     soft_update(qf_target, qf, args.tau)
@@ -447,7 +447,7 @@ def main(args: Args) -> dict:
 
 class Run:
     """Counters, logs, evaluation and checkpoints. As `with run:`, a crash keeps the logs and closes the envs; a
-    second Ctrl-C ends the loop mid-step, unsaved."""
+    second Ctrl-C ends the loop mid-step, without a training state."""
 
     def __init__(self, args, device, stop, envs, learner: dict, random_actions, policy, resumed: dict | None):
         self.args, self.device, self.stop, self.envs, self.policy = args, device, stop, envs, policy
@@ -688,7 +688,7 @@ def save_training_state(path: Path, state: dict, learner: dict) -> None:
 
 def load_training_state(args: Args) -> tuple[dict, Args]:
     """The saved state of --resume (a run folder or its file) and the run's flags, --total-timesteps maybe raised.
-    Every check happens here, before anything is written."""
+    Every check of the file happens here, before anything is written."""
     path = Path(args.resume) / TRAINING_STATE if Path(args.resume).is_dir() else Path(args.resume)
     if not path.is_file():
         raise StopRun(f"--resume: {path} does not exist")
@@ -706,7 +706,7 @@ def load_training_state(args: Args) -> tuple[dict, Args]:
         if name not in MAY_CHANGE_ON_RESUME and value != defaults[name] and value != saved[name]:
             flag = "--" + name.replace("_", "-")
             raise StopRun(f"--resume: {flag} {value} differs from the run's {saved[name]}; only --total-timesteps "
-                          "may change")  # fmt: skip
+                          "and --torch-threads may change")  # fmt: skip
     total = args.total_timesteps if args.total_timesteps != defaults["total_timesteps"] else saved["total_timesteps"]
     if total < state["loop"]["global_step"]:
         raise StopRun(f"--resume: --total-timesteps {total} is below the {state['loop']['global_step']} steps done")
@@ -857,7 +857,7 @@ def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
         # render_mode is passed only when needed: a user's env need not accept the keyword
         env = gym.make(env_id, **({"render_mode": render_mode} if render_mode else {}))
         renderer = getattr(env.unwrapped, "mujoco_renderer", None)
-        # NOTE: Gymnasium 1.x films MuJoCo with a free camera (-1) left behind; the camera "track" follows the agent
+        # Gymnasium 1.x films MuJoCo with a free camera (-1) left behind; the camera "track" follows the agent
         if render_mode and renderer and renderer.camera_id == -1:
             cameras = [renderer.model.camera(i).name for i in range(renderer.model.ncam)]
             renderer.camera_id = cameras.index("track") if "track" in cameras else -1
@@ -906,7 +906,7 @@ if __name__ == "__main__":
     try:
         result = main(tyro.cli(Args))
     except StopRun as err:
-        # NOTE: a renderer that failed to start may fail again when Python frees it; its message would follow ours
+        # A renderer that failed to start may fail again when Python frees it; its message would follow ours
         sys.unraisablehook = lambda unraisable: None
         sys.exit(f"error: {err}")
     except KeyboardInterrupt:  # a second Ctrl-C while the run was saving

@@ -157,7 +157,7 @@ class Batch(NamedTuple):
 
 
 class ReplayBuffer:
-    """Ring buffer of preallocated float32 tensors: O(1) add of N transitions, uniform sampling. A transition is
+    """Ring buffer in one preallocated float32 tensor: O(1) add of N transitions, uniform sampling. A transition is
     one row [obs | action | reward | next_obs | terminated] of one [capacity, 2O+A+2] tensor (PERF: one copy per
     add, one gather per sample)."""
 
@@ -264,8 +264,7 @@ def critic_loss(
     q = qf(batch.obs, batch.actions)  # [2, B, 1]
     per_critic = F.mse_loss(q, td_target.expand_as(q), reduction="none").mean(dim=(1, 2))  # [2]
     metrics = {"qf1_values": q[0].mean(), "qf2_values": q[1].mean(), "qf1_loss": per_critic[0]}
-    metrics["qf2_loss"] = per_critic[1]
-    return per_critic.sum(), metrics
+    return per_critic.sum(), metrics | {"qf2_loss": per_critic[1]}
 
 
 def actor_loss(batch: Batch, actor: Actor, qf: TwinQNetwork) -> torch.Tensor:
@@ -338,8 +337,8 @@ def train(args: Args, device: torch.device, stop: "StopSignals", resumed: dict |
             run.global_step += args.num_envs
             run.log_episodes(rewards, terminations | truncations)
 
-            # Store only real transitions: an env that just finished returns its reset observation in
-            # next_obs, so the transition's true next observation comes from infos["final_obs"]
+            # Store the real transition: an env that just finished returns its reset observation in next_obs;
+            # the true next observation is in infos["final_obs"]
             real_next_obs = next_obs.copy()
             for i in np.flatnonzero(infos.get("_final_obs", [])):
                 real_next_obs[i] = infos["final_obs"][i]
@@ -395,7 +394,7 @@ def main(args: Args) -> dict:
 
 class Run:
     """Counters, logs, evaluation and checkpoints. As `with run:`, a crash keeps the logs and closes the envs; a
-    second Ctrl-C ends the loop mid-step, unsaved."""
+    second Ctrl-C ends the loop mid-step, without a training state."""
 
     def __init__(self, args, device, stop, envs, learner: dict, random_actions, policy, resumed: dict | None):
         self.args, self.device, self.stop, self.envs, self.policy = args, device, stop, envs, policy
@@ -636,7 +635,7 @@ def save_training_state(path: Path, state: dict, learner: dict) -> None:
 
 def load_training_state(args: Args) -> tuple[dict, Args]:
     """The saved state of --resume (a run folder or its file) and the run's flags, --total-timesteps maybe raised.
-    Every check happens here, before anything is written."""
+    Every check of the file happens here, before anything is written."""
     path = Path(args.resume) / TRAINING_STATE if Path(args.resume).is_dir() else Path(args.resume)
     if not path.is_file():
         raise StopRun(f"--resume: {path} does not exist")
@@ -654,7 +653,7 @@ def load_training_state(args: Args) -> tuple[dict, Args]:
         if name not in MAY_CHANGE_ON_RESUME and value != defaults[name] and value != saved[name]:
             flag = "--" + name.replace("_", "-")
             raise StopRun(f"--resume: {flag} {value} differs from the run's {saved[name]}; only --total-timesteps "
-                          "may change")  # fmt: skip
+                          "and --torch-threads may change")  # fmt: skip
     total = args.total_timesteps if args.total_timesteps != defaults["total_timesteps"] else saved["total_timesteps"]
     if total < state["loop"]["global_step"]:
         raise StopRun(f"--resume: --total-timesteps {total} is below the {state['loop']['global_step']} steps done")
@@ -806,7 +805,7 @@ def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
         # render_mode is passed only when needed: a user's env need not accept the keyword
         env = gym.make(env_id, **({"render_mode": render_mode} if render_mode else {}))
         renderer = getattr(env.unwrapped, "mujoco_renderer", None)
-        # NOTE: Gymnasium 1.x films MuJoCo with a free camera (-1) left behind; the camera "track" follows the agent
+        # Gymnasium 1.x films MuJoCo with a free camera (-1) left behind; the camera "track" follows the agent
         if render_mode and renderer and renderer.camera_id == -1:
             cameras = [renderer.model.camera(i).name for i in range(renderer.model.ncam)]
             renderer.camera_id = cameras.index("track") if "track" in cameras else -1
@@ -855,7 +854,7 @@ if __name__ == "__main__":
     try:
         result = main(tyro.cli(Args))
     except StopRun as err:
-        # NOTE: a renderer that failed to start may fail again when Python frees it; its message would follow ours
+        # A renderer that failed to start may fail again when Python frees it; its message would follow ours
         sys.unraisablehook = lambda unraisable: None
         sys.exit(f"error: {err}")
     except KeyboardInterrupt:  # a second Ctrl-C while the run was saving
