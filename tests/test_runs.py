@@ -230,7 +230,7 @@ def test_capture_video_works_headless(algo, tmp_path):
 
 
 @pytest.mark.skipif(ctypes.util.find_library("EGL") is None, reason="no libEGL on this machine")
-def test_videos_of_two_checkpoints_in_like_named_folders_do_not_collide(algo, train, tmp_path, monkeypatch):
+def test_videos_of_two_checkpoints_in_like_named_folders_do_not_collide(algo, train, tmp_path, monkeypatch, capsys):
     """Every committed actor lives in a seed<k> folder: recording one must not overwrite another's video."""
     monkeypatch.setenv("MUJOCO_GL", "egl")
     train(algo, env_id="InvertedPendulum-v5", total_timesteps=300, learning_starts=200, save_model=True, run_name="r")
@@ -240,6 +240,7 @@ def test_videos_of_two_checkpoints_in_like_named_folders_do_not_collide(algo, tr
         algo.main(algo.Args(checkpoint=f"{grid}/seed1/actor.pt", capture_video=True, eval_episodes=1, cuda=False))
     folders = sorted(p.parent.name for p in (tmp_path / "videos").rglob("*.mp4"))
     assert folders == ["one-seed1-actor-eval", "two-seed1-actor-eval"]
+    assert capsys.readouterr().out.count(" over 1 episode\n") == 2, "one episode, in the singular"
 
 
 @pytest.mark.skipif(ctypes.util.find_library("EGL") is None, reason="no libEGL on this machine")
