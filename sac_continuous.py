@@ -415,7 +415,7 @@ def train(args: Args, device: torch.device, stop: "StopSignals", resumed: dict |
 
 
 # ======================== Part II: running an experiment
-# Ctrl-C or SIGTERM ends the current step, saves the whole training state and stops; --resume continues from it.
+# Ctrl-C or SIGTERM ends the current step, saves the training state and stops; --resume continues from it.
 # Envs cannot be saved: a resumed run restarts them, the running episodes cut off (none stored as terminal).
 EVAL_SEED_OFFSET = 10_000  # the evaluation env is seeded with seed + EVAL_SEED_OFFSET
 EVAL_MAX_EPISODE_STEPS = 1_000  # an evaluation episode of an env without a time limit is cut off here
@@ -528,7 +528,7 @@ class Run:
         self.writer.add_scalar("eval/episodic_return_std", float(np.std(returns)), self.global_step)
 
     def save_checkpoint(self) -> None:
-        """--save-model: the weights of every network (and learned tensor), the flags and the env's spaces."""
+        """--save-model: the weights of the networks (and learned tensors), the flags and the env's spaces."""
         if self.args.save_model:
             weights = {name: x.state_dict() if isinstance(x, nn.Module) else x.detach()
                        for name, x in self.learner.items() if isinstance(x, nn.Module | torch.Tensor)}  # fmt: skip
@@ -687,7 +687,7 @@ def save_training_state(path: Path, state: dict, learner: dict) -> None:
 
 
 def load_training_state(args: Args) -> tuple[dict, Args]:
-    """The saved state of --resume (a run folder or its file) and the run's flags, --total-timesteps maybe raised.
+    """The saved state of --resume (a run folder or its file) and the run's flags, --total-timesteps raised.
     Every check of the file happens here, before anything is written."""
     path = Path(args.resume) / TRAINING_STATE if Path(args.resume).is_dir() else Path(args.resume)
     if not path.is_file():
@@ -710,8 +710,8 @@ def load_training_state(args: Args) -> tuple[dict, Args]:
     total = args.total_timesteps if args.total_timesteps != defaults["total_timesteps"] else saved["total_timesteps"]
     if total < state["loop"]["global_step"]:
         raise StopRun(f"--resume: --total-timesteps {total} is below the {state['loop']['global_step']} steps done")
-    changed = {name: getattr(args, name) for name in MAY_CHANGE_ON_RESUME} | {"total_timesteps": total}
-    return state, Args(**(saved | changed))
+    threads = args.torch_threads or saved["torch_threads"]  # the run's own unless given
+    return state, Args(**(saved | {"resume": args.resume, "total_timesteps": total, "torch_threads": threads}))
 
 
 # ------------------------ Weights & Biases (--track)

@@ -112,6 +112,26 @@ def test_steps_per_second_after_resume_count_only_the_resumed_steps(algo, train,
     assert resumed and all(0 < sps <= 1.0 for _, sps in resumed), resumed
 
 
+def test_resume_keeps_the_runs_thread_count_unless_the_command_sets_one(algo, train, tmp_path, interrupt_at):
+    """A run started with --torch-threads 1 and resumed without the flag goes on with one thread (PyTorch's
+    default, one per core, would make runs that share the machine many times slower); --torch-threads on the
+    resume command wins."""
+    before = torch.get_num_threads()
+    try:
+        interrupt_at(45)
+        train(algo, **RUN, torch_threads=1, run_name="r")
+        interrupt_at(60)
+        torch.set_num_threads(2)
+        resume(algo, "r")
+        assert torch.get_num_threads() == 1, "the resumed run uses the run's own thread count"
+        assert torch.load(state_file(tmp_path, "r"), weights_only=True)["args"]["torch_threads"] == 1
+        interrupt_at(None)
+        resume(algo, "r", torch_threads=2)
+        assert torch.get_num_threads() == 2, "the command's --torch-threads wins"
+    finally:
+        torch.set_num_threads(before)
+
+
 # ----------------------------------------------------------------------------- bad input
 def folder_contents(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
