@@ -15,9 +15,8 @@ log-probabilities are [B, 1]; the twin critic returns both critics as [2, B, 1].
 Notation (the blog's): the actor samples z = μ(s) + σ(s) ε ~ X = N(μ(s), σ(s)²) in R^A, ε ~ N(0, I), and squashes
 it to a = tanh(z), distributed as Y in (-1, 1)^A; log π(a|s) is log p_Y(a). The papers call z u.
 
-One action space: the actor, the critics, the replay buffer, log π and the target entropy -|A| all use the
-normalized action a in [-1, 1]^A; only `to_env_actions` maps it onto the env's Box. The density of the env's action
-differs from log π by the constant -Σ log(scale): it would move where α settles, never the actor's gradient.
+One action space: actor, critics, replay buffer, log π and the target entropy -|A| use a in [-1, 1]^A. The env
+action's log-density is log π - Σ log(scale): the constant would move where α settles, never the actor's gradient.
 
 Deliberate departures from the papers (marked `# NOTE:` in the code):
 - log σ is squashed smoothly into [-5, 2], so σ can neither collapse nor explode.
@@ -144,8 +143,7 @@ def make_vector_env(args: Args) -> gym.vector.SyncVectorEnv:
 
 
 def to_env_actions(actions: np.ndarray, space: gym.spaces.Box) -> np.ndarray:
-    """Normalized actions in [-1, 1]^A mapped per dimension onto the env's Box: bias + scale * a, with
-    scale = (high - low) / 2 and bias = (high + low) / 2, clipped in the Box's dtype against rounding."""
+    """Normalized actions in [-1, 1]^A mapped per dimension onto the env's Box, clipped in its dtype (rounding)."""
     # NOTE: the env's units appear only here; actor, critics and replay buffer use the normalized action
     scale, bias = (space.high - space.low) / 2, (space.high + space.low) / 2
     return np.clip((bias + scale * actions).astype(space.dtype), space.low, space.high)
@@ -161,9 +159,8 @@ class Batch(NamedTuple):
 
 
 class ReplayBuffer:
-    """Ring buffer in one preallocated float32 tensor: O(1) add of N transitions, uniform sampling. A transition is
-    one row [obs | action | reward | next_obs | terminated] of one [capacity, 2O+A+2] tensor (PERF: one copy per
-    add, one gather per sample)."""
+    """Ring buffer, sampled uniformly: a transition is one row [obs | action | reward | next_obs | terminated] of one
+    preallocated float32 tensor [capacity, 2O+A+2] (PERF: one copy per add of N transitions, one gather per sample)."""
 
     def __init__(self, capacity: int, obs_dim: int, act_dim: int, device: torch.device, storage: torch.device):
         self.capacity, self.device, self.storage = capacity, device, storage
@@ -228,8 +225,7 @@ LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
 
 class Actor(nn.Module):
-    """Squashed Gaussian policy π(·|s): obs [B, O] -> mean μ and log σ [B, A] of X, the Gaussian before tanh.
-    Its actions a = tanh(z) are normalized, in (-1, 1)^A; `to_env_actions` maps them onto the env's Box."""
+    """Squashed Gaussian policy π(·|s): obs [B, O] -> mean μ and log σ [B, A] of X, the Gaussian before tanh."""
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256):
         super().__init__()
@@ -364,8 +360,7 @@ def train(args: Args, device: torch.device, stop: "StopSignals", resumed: dict |
     learner |= {"alpha_optimizer": alpha_optimizer} if args.autotune else {}
     run = Run(args, device, stop, envs, learner, random_actions, actor.deterministic, resumed)
     alpha = log_alpha.exp().detach()  # a constant in the losses; after Run, which restores a resumed log α
-    # PERF (Part III): --compile and --cudagraphs bind these names to compiled or graphed versions of the same
-    # functions; without them, or without this line, they are the functions above
+    # PERF (Part III): --compile and --cudagraphs rebind these names to compiled or graphed versions of the functions
     explore, update_critic, update_actor, update_alpha = speed_up(args, "explore", "update_critic", "update_actor",
                                                                   "update_alpha")  # fmt: skip
 
@@ -415,7 +410,6 @@ def train(args: Args, device: torch.device, stop: "StopSignals", resumed: dict |
 
 
 # ======================== Part II: running an experiment
-# Ctrl-C or SIGTERM ends the current step, saves the training state and stops; --resume continues from it.
 # Envs cannot be saved: a resumed run restarts them, the running episodes cut off (none stored as terminal).
 EVAL_SEED_OFFSET = 10_000  # the evaluation env is seeded with seed + EVAL_SEED_OFFSET
 EVAL_MAX_EPISODE_STEPS = 1_000  # an evaluation episode of an env without a time limit is cut off here
@@ -446,8 +440,7 @@ def main(args: Args) -> dict:
 
 
 class Run:
-    """Counters, logs, evaluation and checkpoints. As `with run:`, a crash keeps the logs and closes the envs; a
-    second Ctrl-C ends the loop mid-step, without a training state."""
+    """Counters, logs, evaluation and checkpoints; a second Ctrl-C ends the loop mid-step, without a training state."""
 
     def __init__(self, args, device, stop, envs, learner: dict, random_actions, policy, resumed: dict | None):
         self.args, self.device, self.stop, self.envs, self.policy = args, device, stop, envs, policy
@@ -465,16 +458,18 @@ class Run:
         # On --resume the logs continue in the same folder; whatever was logged after the saved step is dropped
         loop = resumed["loop"] if resumed else dict(zip(COUNTERS, (0, 0, args.eval_frequency, 0), strict=True))
         self.writer = SummaryWriter(f"runs/{self.name}", purge_step=loop["global_step"] + 1 if resumed else None)
-        if not resumed:
+        if resumed:
+            for name, x in learner.items():
+                saved = resumed["learner"][name]
+                x.detach().copy_(saved) if isinstance(x, torch.Tensor) else x.load_state_dict(saved)
+            set_random_states(resumed["random"], random_actions)
+        else:
             table = "\n".join(f"|{k}|{v}|" for k, v in vars(args).items())
             self.writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + table)
         self.global_step, self.updates, self.next_eval, self.last_eval = (loop[k] for k in COUNTERS)
         self.recent_returns = deque(loop.get("recent_returns", []), maxlen=10)
         self.eval_returns: list[float] = loop.get("eval_returns", [])
         self.episode_returns, self.episode_lengths = np.zeros(args.num_envs), np.zeros(args.num_envs, dtype=int)
-        if resumed:
-            load_learner(learner, resumed["learner"])
-            set_random_states(resumed["random"], random_actions)
         self.checkpoint_path = Path(f"runs/{self.name}/{args.exp_name}.pt")
         self.state_path = Path(f"runs/{self.name}/{TRAINING_STATE}")
         self.window_start, self.window_step = time.perf_counter(), self.global_step  # for steps/s
@@ -490,7 +485,6 @@ class Run:
             self.episode_returns[i], self.episode_lengths[i] = 0.0, 0
 
     def log_losses(self, metrics: dict[str, torch.Tensor]) -> None:
-        """Metrics and steps/s to TensorBoard, a stop if they diverged, and the progress line."""
         values = {k: v.item() for k, v in metrics.items()}
         for name, value in values.items():
             self.writer.add_scalar(f"losses/{name}", value, self.global_step)
@@ -536,13 +530,11 @@ class Run:
             save_atomically(run | {"spaces": self.spaces} | weights, self.checkpoint_path)
 
     def save_state(self) -> None:
-        """Everything --resume needs, as of the end of the current step."""
-        if self.args.checkpoint_frequency:
-            loop = {k: getattr(self, k) for k in COUNTERS} | {"eval_returns": self.eval_returns}
-            loop["recent_returns"] = [float(r) for r in self.recent_returns]
-            state = {"args": asdict(self.args) | {"resume": None}, "run_name": self.name, "spaces": self.spaces}
-            state |= {"loop": loop, "random": random_states(self.random_actions)}
-            save_training_state(self.state_path, state, self.learner)
+        loop = {k: getattr(self, k) for k in COUNTERS} | {"eval_returns": self.eval_returns}
+        loop["recent_returns"] = [float(r) for r in self.recent_returns]
+        state = {"args": asdict(self.args) | {"resume": None}, "run_name": self.name, "spaces": self.spaces}
+        state |= {"loop": loop, "random": random_states(self.random_actions)}
+        save_training_state(self.state_path, state, self.learner)
 
     def close(self, failed: bool) -> None:
         self.envs.close()
@@ -555,22 +547,19 @@ class Run:
         return self
 
     def __exit__(self, kind, error, trace) -> bool:
-        if kind is not None and issubclass(kind, KeyboardInterrupt):
-            self.hard_stop = True
-            return True
-        if kind is not None:  # a diverged run (StopRun) or a bug: keep the logs so far, release the envs
+        self.hard_stop = isinstance(error, KeyboardInterrupt)
+        if error is not None and not self.hard_stop:  # a diverged run (StopRun) or a bug: keep the logs so far
             self.close(failed=True)
-        return False
+        return self.hard_stop
 
     def finish(self) -> dict:
-        """A last evaluation (unless one just ran), checkpoint and training state; one summary line."""
         interrupted = self.hard_stop or self.stop.signal is not None
         if self.interactive:
             print()
         if not interrupted and self.last_eval < self.global_step:
             self.evaluate_and_log()
         self.save_checkpoint()
-        if not self.hard_stop:
+        if not self.hard_stop and self.args.checkpoint_frequency:
             self.save_state()
         self.close(failed=False)
         final = f"final eval return {self.eval_returns[-1]:.1f}" if self.eval_returns else "no evaluation yet"
@@ -584,7 +573,6 @@ class Run:
 
 # ------------------------ evaluation and checkpoints
 def make_eval_env(env_id: str, episodes: int, video_folder: str | None) -> gym.Env:
-    """A separate env for deterministic evaluation; records each evaluation's first episode if asked."""
     env = make_env(env_id, render_mode="rgb_array" if video_folder else None)
     if env.spec is None or env.spec.max_episode_steps is None:  # NOTE: else an evaluation might never end
         env = gym.wrappers.TimeLimit(env, max_episode_steps=EVAL_MAX_EPISODE_STEPS)
@@ -595,17 +583,15 @@ def make_eval_env(env_id: str, episodes: int, video_folder: str | None) -> gym.E
 
 @torch.no_grad()
 def evaluate(policy, env: gym.Env, episodes: int, seed: int, device: torch.device) -> list[float]:
-    """Returns of `episodes` episodes of the deterministic policy. The first reset is seeded, so every
-    evaluation of a run starts from the same initial states."""
+    """Returns of the deterministic policy; only the first reset is seeded: every evaluation starts the same way."""
     returns = []
     for episode in range(episodes):
         obs, _ = env.reset(seed=seed if episode == 0 else None)
-        done, episode_return = False, 0.0
-        while not done:
+        terminated, truncated, episode_return = False, False, 0.0
+        while not (terminated or truncated):
             action = policy(torch.as_tensor(obs, dtype=torch.float32, device=device)[None])[0]
             obs, reward, terminated, truncated, _ = env.step(to_env_actions(action.cpu().numpy(), env.action_space))
             episode_return += float(reward)
-            done = terminated or truncated
         returns.append(episode_return)
     return returns
 
@@ -674,14 +660,7 @@ def set_random_states(states: dict, warm_up: gym.spaces.Box) -> None:
     warm_up.np_random.bit_generator.state = states["warm_up"]
 
 
-@torch.no_grad()
-def load_learner(learner: dict, saved: dict) -> None:
-    for name, x in learner.items():
-        x.copy_(saved[name]) if isinstance(x, torch.Tensor) else x.load_state_dict(saved[name])
-
-
 def save_training_state(path: Path, state: dict, learner: dict) -> None:
-    """`state` (flags, counters, random states) and, in host memory, the state of everything in `learner`."""
     saved = {name: x.detach().cpu() if isinstance(x, torch.Tensor) else x.state_dict() for name, x in learner.items()}
     save_atomically(state | {"format": TRAINING_STATE_FORMAT, "algorithm": ALGORITHM, "learner": saved}, path)
 
@@ -716,13 +695,11 @@ def load_training_state(args: Args) -> tuple[dict, Args]:
 
 # ------------------------ Weights & Biases (--track)
 def start_tracking(args: Args, run_name: str) -> None:
-    """Start a W&B run that mirrors everything the SummaryWriter logs, with the flags as its config."""
     try:  # imported here only: training without --track must not need wandb
         import wandb  # noqa: PLC0415
     except ImportError:
         raise StopRun("--track needs Weights & Biases: pip install wandb") from None
-    # Mirror every SummaryWriter made from now on, synced as written (else wandb waits 10 s); patched anew, as an
-    # earlier run in this process (tests, a notebook) left its own root
+    # Synced as written (else wandb waits 10 s); patched anew, as an earlier run in this process left its own root
     wandb.tensorboard.unpatch()
     wandb.tensorboard.patch(root_logdir=f"runs/{run_name}")
     run = {"project": args.wandb_project_name, "entity": args.wandb_entity, "name": run_name, "config": vars(args)}
@@ -733,11 +710,9 @@ def start_tracking(args: Args, run_name: str) -> None:
 
 
 def finish_tracking(video_folder: str | None, failed: bool) -> None:
-    """Upload the evaluation videos (all written once the eval env is closed) and end the W&B run."""
     import wandb  # noqa: PLC0415
 
-    # wandb's monitor_gym hook breaks Gymnasium's RecordVideo.close, so the videos are logged here instead:
-    # rl-video-episode-<n>.mp4, n the first episode of an evaluation
+    # Not wandb's monitor_gym hook, which breaks RecordVideo.close; rl-video-episode-<n>.mp4 sorted by n
     if video_folder:
         videos = sorted(Path(video_folder).glob("*.mp4"), key=lambda path: int(path.stem.rpartition("-")[2]))
         for evaluation, path in enumerate(videos, start=1):
@@ -747,8 +722,7 @@ def finish_tracking(video_folder: str | None, failed: bool) -> None:
 
 # ------------------------ signals
 class StopSignals:
-    """While active, Ctrl-C (SIGINT) and SIGTERM (`kill`, a batch system's stop or preemption) only record the
-    signal, so the loop ends its step, saves and stops; a second signal raises KeyboardInterrupt at once."""
+    """Ctrl-C or SIGTERM (`kill`, preemption) ends the loop after its step, saved; a second raises KeyboardInterrupt."""
 
     def __enter__(self):
         self.signal, self.previous = None, {}
@@ -769,10 +743,9 @@ class StopSignals:
 
 # ======================== Part III: speed
 class CudaGraphed:
-    """fn(*args) as one captured CUDA graph. Data tensors in args (not those that require grad, like log α) are
-    copied into static tensors; the first WARMUP calls run fn eagerly on them on a side stream (real updates that
-    also compile fn and make the optimizer state), the next captures the graph, later ones replay it. Other
-    arguments must stay the same objects; each call overwrites the outputs."""
+    """fn(*args) as one CUDA graph. Data tensors (not log α, which requires grad) are copied into static ones; the
+    first WARMUP calls run fn eagerly (real updates that compile fn and make the optimizer state) on a side stream,
+    the next captures, later ones replay. Other arguments must stay the same objects; outputs are overwritten."""
 
     WARMUP = 3
 
@@ -812,15 +785,11 @@ def speed_up(args: Args, *names: str) -> list:
 
 
 # ======================== Part IV: checks
-RENDERING_HELP = "headless MuJoCo renders with MUJOCO_GL=egl (libEGL, e.g. Debian's libegl1) or osmesa (libOSMesa)"
-
-
 class StopRun(Exception):
     """A user-facing problem: the run stops with this one-line message instead of a traceback."""
 
 
 def validate_args(args: Args) -> None:
-    """Reject nonsense flags before any training work starts."""
     checks = [
         (args.total_timesteps > 0, f"--total-timesteps must be positive (got {args.total_timesteps})"),
         (args.num_envs > 0, f"--num-envs must be positive (got {args.num_envs})"),
@@ -845,30 +814,30 @@ def validate_args(args: Args) -> None:
         (args.run_name is None or (args.run_name.strip("/") and ".." not in Path(args.run_name).parts),
          f"--run-name must be a relative folder name without '..' (got {args.run_name!r})"),
     ]  # fmt: skip
-    for ok, message in checks:
-        if not ok:
-            raise StopRun(message)
+    if failed := [message for ok, message in checks if not ok]:
+        raise StopRun(failed[0])
 
 
 def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
-    """`gym.make` with a one-line error for an unknown id, a missing renderer or a space this script cannot handle.
-    With a render_mode it films the agent and renders once, so a missing renderer fails before training."""
+    """`gym.make` with one-line errors; with a render_mode it renders once, so a missing renderer fails up front."""
     try:
         # render_mode is passed only when needed: a user's env need not accept the keyword
         env = gym.make(env_id, **({"render_mode": render_mode} if render_mode else {}))
-        renderer = getattr(env.unwrapped, "mujoco_renderer", None)
-        # Gymnasium 1.x films MuJoCo with a free camera (-1) left behind; the camera "track" follows the agent
-        if render_mode and renderer and renderer.camera_id == -1:
-            cameras = [renderer.model.camera(i).name for i in range(renderer.model.ncam)]
-            renderer.camera_id = cameras.index("track") if "track" in cameras else -1
-        if render_mode:
+        if render_mode:  # Gymnasium 1.x films MuJoCo with a free camera (-1) left behind; "track" follows the agent
+            if (renderer := getattr(env.unwrapped, "mujoco_renderer", None)) and renderer.camera_id == -1:
+                cameras = [renderer.model.camera(i).name for i in range(renderer.model.ncam)]
+                renderer.camera_id = cameras.index("track") if "track" in cameras else -1
             env.reset(seed=0)
             env.render()
     except Exception as err:
-        if is_rendering_error(err):
+        # A rendering error: raised in OpenGL or MuJoCo's GL backends (loaded on import: any env can fail there)
+        frames = [Path(frame.f_code.co_filename) for frame, _ in traceback.walk_tb(err.__traceback__)]
+        in_gl = any({"OpenGL", "egl", "osmesa", "glfw"} & set(f.parts) or f.name == "gl_context.py" for f in frames)
+        if in_gl or "MUJOCO_GL" in str(err):
             gl = os.environ.get("MUJOCO_GL", "unset")
-            raise StopRun(f"cannot make env {env_id!r} with MUJOCO_GL={gl} ({type(err).__name__}: {err}); "
-                          f"{RENDERING_HELP}") from None  # fmt: skip
+            raise StopRun(f"cannot make env {env_id!r} with MUJOCO_GL={gl} ({type(err).__name__}: {err}); headless "
+                          "MuJoCo renders with MUJOCO_GL=egl (libEGL, e.g. Debian's libegl1) or osmesa "
+                          "(libOSMesa)") from None  # fmt: skip
         if isinstance(err, gym.error.Error | ImportError):
             raise StopRun(f"cannot make env {env_id!r}: {err}") from None
         raise  # a bug in the env itself: keep its traceback
@@ -882,13 +851,6 @@ def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
     return env
 
 
-def is_rendering_error(err: BaseException) -> bool:
-    """Whether err came from OpenGL or MuJoCo's GL backends (loaded on import: any env can fail there)."""
-    gl_modules = {"OpenGL", "egl", "osmesa", "glfw"}
-    frames = [Path(frame.f_code.co_filename) for frame, _ in traceback.walk_tb(err.__traceback__)]
-    return "MUJOCO_GL" in str(err) or any(gl_modules & set(f.parts) or f.name == "gl_context.py" for f in frames)
-
-
 def check_actions(actions: np.ndarray, metrics: dict[str, torch.Tensor], global_step: int) -> None:
     """A diverged actor gives non-finite actions: stop, naming the losses that went first."""
     if not np.isfinite(actions).all():
@@ -896,8 +858,7 @@ def check_actions(actions: np.ndarray, metrics: dict[str, torch.Tensor], global_
 
 
 def stop_if_non_finite(values: dict[str, float], global_step: int) -> None:
-    bad = [name for name, value in values.items() if not math.isfinite(value)]
-    if bad:
+    if bad := [name for name, value in values.items() if not math.isfinite(value)]:
         raise StopRun(f"non-finite {', '.join(bad)} at step {global_step}: training diverged; lower the learning "
                       "rates or check the env's observations and rewards for NaN/inf")  # fmt: skip
 
