@@ -127,7 +127,7 @@ class Args:
     cudagraphs: bool = False
     """capture every update and the acting policy as CUDA graphs and replay them (GPU only; best with --compile)"""
     torch_threads: int | None = None
-    """PyTorch's CPU threads (default: PyTorch's, one per core); 1 when several runs share the cores"""
+    """PyTorch's CPU threads; default: as many as the cores other processes leave free (`FreeCoreThreads`)"""
 
 
 # ------------------------ environments
@@ -421,6 +421,7 @@ class Run:
         self.checkpoint_path = Path(f"runs/{self.name}/{args.exp_name}.pt")
         self.state_path = Path(f"runs/{self.name}/{TRAINING_STATE}")
         self.window_start, self.window_step = time.perf_counter(), self.global_step  # for steps/s
+        self.threads = FreeCoreThreads.start(args, device)  # Part III: the default --torch-threads on the CPU
         self.interactive, self.last_print = sys.stdout.isatty(), -math.inf  # for the progress line
 
     def log_episodes(self, rewards: np.ndarray, dones: np.ndarray) -> None:
@@ -439,6 +440,8 @@ class Run:
         sps = (self.global_step - self.window_step) / (time.perf_counter() - self.window_start)
         self.writer.add_scalar("charts/SPS", sps, self.global_step)
         self.window_start, self.window_step = time.perf_counter(), self.global_step
+        if self.threads:
+            self.writer.add_scalar("charts/torch_threads", self.threads.update(), self.global_step)
         stop_if_non_finite(values, self.global_step)
         # The progress line: rewritten in place on a terminal, a new line every 30 s in a log file
         if self.interactive or time.monotonic() - self.last_print >= 30:
@@ -730,6 +733,39 @@ def speed_up(args: Args, *names: str) -> list:
     functions = [globals()[name] for name in names]
     functions = [torch.compile(fn) for fn in functions] if args.compile else functions
     return [CudaGraphed(fn) for fn in functions] if args.cudagraphs else functions
+
+
+class FreeCoreThreads:
+    """PyTorch's threads follow the cores that other processes leave free, measured from /proc/stat whenever the
+    losses are logged. PyTorch's own default, one thread per core, spin-waits: two runs with it on the same cores
+    were 4-6x slower each. The thread count changes no number (tests/test_threads.py)."""
+
+    @staticmethod
+    def start(args: Args, device: torch.device) -> "FreeCoreThreads | None":
+        """None where it does not apply: a GPU run, --torch-threads or OMP_NUM_THREADS given, not Linux."""
+        chosen = args.torch_threads or "OMP_NUM_THREADS" in os.environ or device.type != "cpu"
+        return None if chosen or not os.path.exists("/proc/stat") else FreeCoreThreads()
+
+    def __init__(self):
+        self.cpus, self.most = {f"cpu{i}" for i in os.sched_getaffinity(0)}, torch.get_num_threads()
+        self.last = self.busy()
+        torch.set_num_threads(1)  # until the first measurement: runs started together must not spin-wait
+
+    def busy(self) -> tuple[float, float, float]:
+        """Now: wall time, this process's CPU time, and the busy time of the cores it may use (seconds)."""
+        with open("/proc/stat") as stat:  # per core: user nice system idle iowait irq softirq steal ... (ticks)
+            rows = [line.split() for line in stat if line.split()[0] in self.cpus]
+        ticks = sum(int(t) for row in rows for t in row[1:4] + row[6:9])
+        return time.perf_counter(), time.process_time(), ticks / os.sysconf("SC_CLK_TCK")
+
+    def update(self) -> int:
+        now = self.busy()
+        wall, own, busy = (b - a for a, b in zip(self.last, now, strict=True))
+        self.last = now
+        others = max(0.0, busy - own) / max(wall, 1e-9)  # cores the other processes kept busy
+        threads = max(1, min(self.most, round(len(self.cpus) - others)))
+        torch.set_num_threads(threads)
+        return threads
 
 
 # ======================== Part IV: checks

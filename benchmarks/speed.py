@@ -3,8 +3,9 @@
     python benchmarks/speed.py                       # Hopper-v5 on the CPU, 3 alternating repeats (~10 min on 2 cores)
     python benchmarks/speed.py --device cuda --env-id HalfCheetah-v5 --no-sb3 \
         --variant eager= --variant graphs="--compile --cudagraphs"      # on a GPU: eager against compile + graphs
-    python benchmarks/speed.py --side-by-side --env-id Pendulum-v1 --learning-starts 1000 --burn-in 500 --measure 3000
-                                                     # several seeds at once: alone, 2 at once, 2 at once 1 thread each
+    python benchmarks/speed.py --side-by-side --learning-starts 1000 --burn-in 500 --measure 2000
+                                   # several seeds at once, on Pendulum-v1 and Hopper-v5: alone and 2 at once, with
+                                   # PyTorch's default threads (one per core) and with the scripts' default
 
 Every run is a fresh process. It trains for learning_starts + burn_in + measure env steps; the clock wraps the
 env's step(), so "steady steps/s" is measure / (wall time from step learning_starts + burn_in to the last
@@ -258,29 +259,39 @@ def run_workers(python: Path, impl: str, algo: str, a: argparse.Namespace, flags
     return results
 
 
-# Several seeds at once on one machine: alone, two side by side with PyTorch's default threads, and two side by
-# side with one thread each (--torch-threads 1)
-SIDE_BY_SIDE = [("alone, default threads", "", 1), ("2 side by side, default threads", "", 2),
-                ("2 side by side, 1 thread each", "--torch-threads 1", 2)]  # fmt: skip
+def side_by_side_configurations(default_threads: int) -> list[tuple[str, str, int]]:
+    """(name, flags, runs at once): PyTorch's default threads (one per core: the scripts' default before
+    FreeCoreThreads) and the scripts' default now, each alone and two side by side."""
+    old = f"--torch-threads {default_threads}"
+    return [(f"{default_threads} threads (old default), alone", old, 1),
+            (f"{default_threads} threads (old default), 2 side by side", old, 2),
+            ("default, alone", "", 1), ("default, 2 side by side", "", 2)]  # fmt: skip
 
 
-def side_by_side(a: argparse.Namespace) -> None:
-    """Our eager scripts in each SIDE_BY_SIDE configuration: steps/s of each run and of all runs together."""
-    results = {(algo, name): [] for algo in a.algos for name, _, _ in SIDE_BY_SIDE}
+def side_by_side(a: argparse.Namespace, default_threads: int) -> None:
+    """Our eager scripts in each configuration on each env: steps/s of each run, of all runs together, and that
+    total against the same threads alone (below 1: two runs together did less work than one alone)."""
+    configurations = side_by_side_configurations(default_threads)
+    results = {
+        (env, algo, name): [] for env in a.side_by_side_envs for algo in a.algos for name, _, _ in configurations
+    }
     for repeat in range(a.repeats):
-        for algo in a.algos:
-            for name, flags, together in SIDE_BY_SIDE:
-                rates = [r["steps_per_s"] for r in run_workers(Path(sys.executable), "ours", algo, a, flags, together)]
-                results[algo, name].append(rates)
-                print(
-                    f"  repeat {repeat + 1}: {algo} {name}: {' + '.join(f'{r:.1f}' for r in rates)} steps/s", flush=True
-                )
-    print(f"\n| algo | configuration | steps/s of each run (median of {a.repeats}) | steps/s of all runs together |")
-    print("|---|---|---|---|")
-    for (algo, name), repeats in results.items():
+        for env, algo in itertools.product(a.side_by_side_envs, a.algos):
+            for name, flags, together in configurations:
+                run_args = argparse.Namespace(**(vars(a) | {"env_id": env}))
+                rates = [
+                    r["steps_per_s"] for r in run_workers(Path(sys.executable), "ours", algo, run_args, flags, together)
+                ]
+                results[env, algo, name].append(rates)
+                print(f"  repeat {repeat + 1}: {env} {algo} {name}: {' + '.join(f'{r:.1f}' for r in rates)} steps/s",
+                      flush=True)  # fmt: skip
+    print(f"\n| env | algo | threads | steps/s of each run (median of {a.repeats}) | all runs | all runs / alone |")
+    print("|---|---|---|---|---|---|")
+    for (env, algo, name), repeats in results.items():
         each = statistics.median(rate for rates in repeats for rate in rates)
         total = statistics.median(sum(rates) for rates in repeats)
-        print(f"| {algo} | {name} | {each:.1f} | {total:.1f} |")
+        alone = statistics.median(sum(rates) for rates in results[env, algo, name.split(", ")[0] + ", alone"])
+        print(f"| {env} | {algo} | {name} | {each:.1f} | {total:.1f} | {total / alone:.2f} |")
 
 
 def main() -> None:
@@ -299,18 +310,20 @@ def main() -> None:
     p.add_argument("--no-sb3", action="store_true", help="measure only our scripts")
     p.add_argument(
         "--side-by-side", action="store_true",
-        help="instead: our eager scripts alone, and two at once with default threads and with --torch-threads 1",
+        help="instead: our eager scripts alone and two at once, with PyTorch's default threads and with ours",
     )  # fmt: skip
+    p.add_argument("--side-by-side-envs", nargs="+", default=["Pendulum-v1", "Hopper-v5"], metavar="ENV_ID")
     a = p.parse_args()
     if a.repeats < 1 or a.burn_in < 1 or a.measure < 1 or a.learning_starts < 1:
         sys.exit("error: --repeats, --learning-starts, --burn-in and --measure must be positive")
     if any("=" not in v for v in a.variant):
         sys.exit('error: --variant takes NAME=FLAGS, e.g. compiled="--compile"')
     variants = dict(v.split("=", 1) for v in a.variant) or {"eager": ""}
-    if a.side_by_side:
-        return side_by_side(a)
 
     import torch
+
+    if a.side_by_side:
+        return side_by_side(a, torch.get_num_threads())
 
     rate = matmul_rate(a.device)
     obs_dim, act_dim = env_dims(a.env_id)

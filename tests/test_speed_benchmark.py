@@ -90,20 +90,25 @@ def test_run_workers_returns_the_result_of_each_worker():
     assert len(results) == 2 and all(r["steps_per_s"] > 0 for r in results)
 
 
-def test_side_by_side_reports_each_run_and_the_total(monkeypatch, capsys):
-    """Medians over repeats: of every run's rate, and of the sum of the runs that shared the machine."""
-    rates = {("", 1): [[100.0], [90.0]], ("", 2): [[20.0, 30.0], [10.0, 15.0]]}
-    rates["--torch-threads 1", 2] = [[55.0, 57.0], [55.0, 57.0]]
+def test_side_by_side_reports_each_run_the_total_and_the_total_against_alone(monkeypatch, capsys):
+    """Medians over repeats: of every run's rate, of the sum of the runs that shared the machine, and that sum
+    against the same threads alone; on every env, the old default (PyTorch's threads, explicit) beside ours."""
+    rates = {("--torch-threads 2", 1): [[100.0], [90.0]], ("--torch-threads 2", 2): [[20.0, 30.0], [10.0, 15.0]]}
+    rates |= {("", 1): [[96.0], [94.0]], ("", 2): [[55.0, 57.0], [55.0, 57.0]]}
     calls = []
 
     def fake_run_workers(python, impl, algo, a, flags, together):
-        calls.append((impl, flags, together))
-        return [{"steps_per_s": r} for r in rates[flags, together][sum(c[1:] == (flags, together) for c in calls) - 1]]
+        calls.append((impl, a.env_id, flags, together))
+        done = sum(c[1:] == (a.env_id, flags, together) for c in calls)
+        return [{"steps_per_s": r} for r in rates[flags, together][done - 1]]
 
     monkeypatch.setattr(speed, "run_workers", fake_run_workers)
-    speed.side_by_side(argparse.Namespace(algos=["sac"], repeats=2))
-    table = capsys.readouterr().out.split("\n| algo")[1]
-    assert "| sac | alone, default threads | 95.0 | 95.0 |" in table
-    assert "| sac | 2 side by side, default threads | 17.5 | 37.5 |" in table
-    assert "| sac | 2 side by side, 1 thread each | 56.0 | 112.0 |" in table
-    assert {impl for impl, _, _ in calls} == {"ours"} and len(calls) == 6
+    a = argparse.Namespace(algos=["sac"], repeats=2, side_by_side_envs=["Pendulum-v1", "Hopper-v5"], env_id="x")
+    speed.side_by_side(a, default_threads=2)
+    table = capsys.readouterr().out.split("\n| env")[1]
+    for env in ("Pendulum-v1", "Hopper-v5"):
+        assert f"| {env} | sac | 2 threads (old default), alone | 95.0 | 95.0 | 1.00 |" in table
+        assert f"| {env} | sac | 2 threads (old default), 2 side by side | 17.5 | 37.5 | 0.39 |" in table
+        assert f"| {env} | sac | default, alone | 95.0 | 95.0 | 1.00 |" in table
+        assert f"| {env} | sac | default, 2 side by side | 56.0 | 112.0 | 1.18 |" in table
+    assert {c[0] for c in calls} == {"ours"} and len(calls) == 16

@@ -1,0 +1,98 @@
+"""The default --torch-threads on the CPU (`FreeCoreThreads`, Part III): PyTorch's threads follow the cores that
+other processes leave free. That is safe only because the thread count changes no number, which is tested here
+first, on the real layer and batch sizes."""
+
+import pytest
+import torch
+
+from tests.helpers import read_scalars
+
+
+def all_tensors(checkpoint: dict) -> dict[str, torch.Tensor]:
+    tensors = {}
+    for name, value in checkpoint.items():
+        if isinstance(value, torch.Tensor):
+            tensors[name] = value
+        elif isinstance(value, dict) and name not in ("args", "spaces"):
+            tensors |= {f"{name}.{k}": v for k, v in value.items() if isinstance(v, torch.Tensor)}
+    return tensors
+
+
+def test_the_thread_count_changes_no_number(algo, train, tmp_path):
+    """Same seed, one thread and two: every weight identical after 300 updates of batch 256 (as in real runs)."""
+    before = torch.get_num_threads()
+    weights = {}
+    try:
+        for threads in (1, 2):
+            flags = {"torch_threads": threads, "batch_size": 256, "save_model": True, "run_name": f"t{threads}"}
+            train(algo, **flags)
+            path = tmp_path / "runs" / f"t{threads}" / f"{algo.__name__}.pt"
+            weights[threads] = all_tensors(torch.load(path, weights_only=True))
+    finally:
+        torch.set_num_threads(before)
+    assert len(weights[1]) >= 8 and weights[1].keys() == weights[2].keys()
+    differ = [name for name in weights[1] if not torch.equal(weights[1][name], weights[2][name])]
+    assert not differ, f"one thread and two give different {differ}"
+
+
+def fake_machine(monkeypatch, algo, cores: int, default_threads: int, readings: list):
+    """A FreeCoreThreads on `cores` cores whose /proc/stat readings are `readings`, each (wall s, own CPU s, busy
+    s of the cores); torch.set_num_threads is recorded, not called."""
+    monkeypatch.setattr(algo.os, "sched_getaffinity", lambda pid: set(range(cores)))
+    monkeypatch.setattr(algo.torch, "get_num_threads", lambda: default_threads)
+    calls = []
+    monkeypatch.setattr(algo.torch, "set_num_threads", calls.append)
+    monkeypatch.setattr(algo.FreeCoreThreads, "busy", lambda self: readings.pop(0))
+    return algo.FreeCoreThreads(), calls
+
+
+@pytest.mark.parametrize(
+    ("cores", "default", "own", "busy", "expected"),
+    [
+        (2, 2, 2.0, 2.0, 2),  # alone: all cores
+        (2, 2, 1.0, 2.0, 1),  # another run keeps one core busy
+        (2, 2, 1.0, 3.0, 1),  # two other processes: never fewer than one thread
+        (4, 4, 1.0, 2.0, 3),  # one of four cores taken
+        (16, 8, 1.0, 1.1, 8),  # never more than PyTorch's own default
+        (2, 2, 1.9, 2.1, 2),  # a little background load (a shell, TensorBoard) does not count
+    ],
+)
+def test_threads_follow_the_cores_other_processes_leave_free(monkeypatch, algo, cores, default, own, busy, expected):
+    threads, calls = fake_machine(monkeypatch, algo, cores, default, [(0.0, 0.0, 0.0), (1.0, own, busy)])
+    assert calls == [1], "one thread until the first measurement"
+    assert threads.update() == expected
+    assert calls == [1, expected]
+
+
+def test_each_update_measures_the_time_since_the_last(monkeypatch, algo):
+    readings = [(0.0, 0.0, 0.0), (1.0, 1.0, 2.0), (3.0, 3.0, 4.0)]  # busy beside another run, then alone
+    threads, _ = fake_machine(monkeypatch, algo, 2, 2, readings)
+    assert [threads.update(), threads.update()] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("flags", "omp", "device", "applies"),
+    [({}, None, "cpu", True), ({"torch_threads": 2}, None, "cpu", False), ({}, "1", "cpu", False),
+     ({}, None, "cuda", False)],
+)  # fmt: skip
+def test_only_where_nobody_chose_the_threads(monkeypatch, algo, flags, omp, device, applies):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    if omp:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    before = torch.get_num_threads()
+    try:
+        threads = algo.FreeCoreThreads.start(algo.Args(**flags), torch.device(device))
+    finally:
+        torch.set_num_threads(before)
+    assert (threads is not None) == applies
+
+
+def test_a_default_run_logs_its_thread_count(monkeypatch, algo, train, tmp_path):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # the test workers set it (tests/conftest.py)
+    before = torch.get_num_threads()
+    try:
+        train(algo, run_name="auto")
+    finally:
+        torch.set_num_threads(before)
+    logged = [value for _, value in read_scalars(tmp_path / "runs" / "auto")["charts/torch_threads"]]
+    assert logged and all(1 <= value <= before for value in logged)
