@@ -491,6 +491,8 @@ class Run:
         self.envs.close()
         self.eval_env.close()  # writes the last evaluation video
         self.writer.close()
+        if self.threads:  # Part III: PyTorch's own thread count again, for whatever this process runs next
+            torch.set_num_threads(self.threads.most)
         if self.args.track:
             finish_tracking(self.video_folder, failed)
 
@@ -737,8 +739,8 @@ def speed_up(args: Args, *names: str) -> list:
 
 class FreeCoreThreads:
     """PyTorch's threads follow the cores that other processes leave free, measured from /proc/stat whenever the
-    losses are logged. PyTorch's own default, one thread per core, spin-waits: two runs with it on the same cores
-    were 4-6x slower each. The thread count changes no number (tests/test_threads.py)."""
+    losses are logged (PyTorch's own count again when the run ends). That default, one thread per core, spin-waits:
+    two runs with it on the same cores were 5-8x slower each. The thread count changes no number (test_threads.py)."""
 
     @staticmethod
     def start(args: Args, device: torch.device) -> "FreeCoreThreads | None":
@@ -754,7 +756,7 @@ class FreeCoreThreads:
     def busy(self) -> tuple[float, float, float]:
         """Now: wall time, this process's CPU time, and the busy time of the cores it may use (seconds)."""
         with open("/proc/stat") as stat:  # per core: user nice system idle iowait irq softirq steal ... (ticks)
-            rows = [line.split() for line in stat if line.split()[0] in self.cpus]
+            rows = [row for row in map(str.split, stat) if row[0] in self.cpus]
         ticks = sum(int(t) for row in rows for t in row[1:4] + row[6:9])
         return time.perf_counter(), time.process_time(), ticks / os.sysconf("SC_CLK_TCK")
 
@@ -799,8 +801,9 @@ def validate_args(args: Args) -> None:
         (args.run_name is None or (args.run_name.strip("/") and ".." not in Path(args.run_name).parts),
          f"--run-name must be a relative folder name without '..' (got {args.run_name!r})"),
     ]  # fmt: skip
-    if failed := [message for ok, message in checks if not ok]:
-        raise StopRun(failed[0])
+    for ok, message in checks:
+        if not ok:
+            raise StopRun(message)
 
 
 def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:

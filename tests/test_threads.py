@@ -92,7 +92,26 @@ def test_a_default_run_logs_its_thread_count(monkeypatch, algo, train, tmp_path)
     before = torch.get_num_threads()
     try:
         train(algo, run_name="auto")
+        assert torch.get_num_threads() == before, "the run leaves PyTorch's own thread count behind"
     finally:
         torch.set_num_threads(before)
     logged = [value for _, value in read_scalars(tmp_path / "runs" / "auto")["charts/torch_threads"]]
     assert logged and all(1 <= value <= before for value in logged)
+
+
+def test_a_run_leaves_pytorchs_own_thread_count_behind(monkeypatch, algo, train):
+    """Beside a busy machine the run drops to one thread; when it ends, the process has PyTorch's count again."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    clock = iter(range(10**6))
+    monkeypatch.setattr(algo.FreeCoreThreads, "busy", lambda self: (t := next(clock), t / 2, 4.0 * t))  # all busy
+    chosen = []
+    update = algo.FreeCoreThreads.update
+    monkeypatch.setattr(algo.FreeCoreThreads, "update", lambda self: chosen.append(update(self)) or chosen[-1])
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        train(algo)
+        assert chosen and set(chosen) == {1}, "a busy machine leaves one thread"
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
