@@ -15,13 +15,11 @@ log-probabilities are [B, 1]; the twin critic returns both critics as [2, B, 1].
 Notation (the blog's): the actor samples z = μ(s) + σ(s) ε ~ X = N(μ(s), σ(s)²) in R^A, ε ~ N(0, I), and squashes
 it to a = tanh(z), distributed as Y in (-1, 1)^A; log π(a|s) is log p_Y(a). The papers call z u.
 
-One action space: actor, critics, replay buffer, log π and the target entropy -|A| use a in [-1, 1]^A. The env
-action's log-density is log π - Σ log(scale): the constant would move where α settles, never the actor's gradient.
-
 Deliberate departures from the papers (marked `# NOTE:` in the code):
 - log σ is squashed smoothly into [-5, 2], so σ can neither collapse nor explode.
 - 5k uniformly random warm-up steps before learning (the papers do not specify any).
-- The critics take the normalized action in [-1, 1]^A, not the env's units (Stable-Baselines3 does the same).
+- One action space, a in [-1, 1]^A, for actor, critics (as in Stable-Baselines3), replay buffer, log π and the target
+  entropy -|A|. In the env's units log π would shift by -Σ log(scale): that moves where α settles, not the gradient.
 - With --num-envs N, each vector step (N transitions) is followed by one gradient step.
 - Evaluation episodes of an env without a time limit are cut off after 1,000 steps.
 """
@@ -348,8 +346,7 @@ def train(args: Args, device: torch.device, stop: "StopSignals", resumed: dict |
     q_optimizer = torch.optim.Adam(qf.parameters(), lr=args.q_lr, **adam)
     # Temperature α = exp(log α): learned from α = 1 with --autotune, else fixed at --alpha
     target_entropy = -float(act_dim)  # H̄ = -|A|, for log π of the squashed action
-    log_alpha = torch.tensor([1.0 if args.autotune else args.alpha], device=device).log()
-    log_alpha.requires_grad_(args.autotune)
+    log_alpha = torch.tensor([1.0 if args.autotune else args.alpha], device=device).log().requires_grad_(args.autotune)
     alpha_optimizer = torch.optim.Adam([log_alpha], lr=args.q_lr, **adam) if args.autotune else None
     rb = ReplayBuffer(args.buffer_size, obs_dim, act_dim, device, torch.device("cpu") if args.host_buffer else device)
     random_actions = gym.spaces.Box(-1.0, 1.0, (args.num_envs, act_dim), seed=args.seed)  # for the warm-up
@@ -378,7 +375,6 @@ def train(args: Args, device: torch.device, stop: "StopSignals", resumed: dict |
                 check_actions(actions, metrics | actor_metrics, run.global_step)  # Part IV: a diverged actor
             next_obs, rewards, terminations, truncations, infos = envs.step(to_env_actions(actions, envs.action_space))
             run.global_step += args.num_envs
-            run.log_episodes(rewards, terminations | truncations)
 
             # Store the real transition: an env that just finished returns its reset observation in next_obs;
             # the true next observation is in infos["final_obs"]
@@ -405,7 +401,7 @@ def train(args: Args, device: torch.device, stop: "StopSignals", resumed: dict |
                     soft_update(qf_target, qf, args.tau)
                 if run.updates % LOG_EVERY == 0:  # the only place losses leave the device
                     run.log_losses(metrics | actor_metrics)
-            run.after_step()  # Part II: evaluation, checkpoint and training state, when they are due
+            run.after_step(rewards, terminations | truncations)  # Part II: logs, evaluation, checkpoints
     return run.finish()
 
 
@@ -476,15 +472,6 @@ class Run:
         self.threads = FreeCoreThreads.start(args, device)  # Part III: the default --torch-threads on the CPU
         self.interactive, self.last_print = sys.stdout.isatty(), -math.inf  # for the progress line
 
-    def log_episodes(self, rewards: np.ndarray, dones: np.ndarray) -> None:
-        self.episode_returns += rewards
-        self.episode_lengths += 1
-        for i in np.flatnonzero(dones):
-            self.writer.add_scalar("charts/episodic_return", self.episode_returns[i], self.global_step)
-            self.writer.add_scalar("charts/episodic_length", self.episode_lengths[i], self.global_step)
-            self.recent_returns.append(self.episode_returns[i])
-            self.episode_returns[i], self.episode_lengths[i] = 0.0, 0
-
     def log_losses(self, metrics: dict[str, torch.Tensor]) -> None:
         values = {k: v.item() for k, v in metrics.items()}
         for name, value in values.items():
@@ -504,9 +491,16 @@ class Run:
             line += f"  eval {self.eval_returns[-1]:9.1f}" if self.eval_returns else ""
             print(line, end="\r" if self.interactive else "\n", flush=True)
 
-    def after_step(self) -> None:
-        """Evaluation, checkpoint and training state when they are due; steps/s counts training time only."""
+    def after_step(self, rewards: np.ndarray, dones: np.ndarray) -> None:
+        """Episode returns; evaluation, checkpoint and training state when due (steps/s counts training only)."""
         pause_start = time.perf_counter()
+        self.episode_returns += rewards
+        self.episode_lengths += 1
+        for i in np.flatnonzero(dones):
+            self.writer.add_scalar("charts/episodic_return", self.episode_returns[i], self.global_step)
+            self.writer.add_scalar("charts/episodic_length", self.episode_lengths[i], self.global_step)
+            self.recent_returns.append(self.episode_returns[i])
+            self.episode_returns[i], self.episode_lengths[i] = 0.0, 0
         if self.global_step >= self.next_eval:
             self.evaluate_and_log()
             self.save_checkpoint()
@@ -546,7 +540,13 @@ class Run:
         if self.threads:  # Part III: PyTorch's own thread count again, for whatever this process runs next
             torch.set_num_threads(self.threads.most)
         if self.args.track:
-            finish_tracking(self.video_folder, failed)
+            import wandb  # noqa: PLC0415
+
+            # Not wandb's monitor_gym hook, which breaks RecordVideo.close; rl-video-episode-<n>.mp4 sorted by n
+            videos = Path(self.video_folder).glob("*.mp4") if self.video_folder else []
+            for i, path in enumerate(sorted(videos, key=lambda path: int(path.stem.rpartition("-")[2])), start=1):
+                wandb.log({"videos/eval": wandb.Video(str(path), caption=f"evaluation {i}")})
+            wandb.finish(exit_code=1 if failed else 0)
 
     def __enter__(self) -> "Run":
         return self
@@ -714,17 +714,6 @@ def start_tracking(args: Args, run_name: str) -> None:
         raise StopRun(f"--track cannot start a W&B run: {err} (WANDB_MODE=offline logs locally)") from None
 
 
-def finish_tracking(video_folder: str | None, failed: bool) -> None:
-    import wandb  # noqa: PLC0415
-
-    # Not wandb's monitor_gym hook, which breaks RecordVideo.close; rl-video-episode-<n>.mp4 sorted by n
-    if video_folder:
-        videos = sorted(Path(video_folder).glob("*.mp4"), key=lambda path: int(path.stem.rpartition("-")[2]))
-        for evaluation, path in enumerate(videos, start=1):
-            wandb.log({"videos/eval": wandb.Video(str(path), caption=f"evaluation {evaluation}")})
-    wandb.finish(exit_code=1 if failed else 0)
-
-
 # ------------------------ signals
 class StopSignals:
     """Ctrl-C or SIGTERM (`kill`, preemption) ends the loop after its step, saved; a second raises KeyboardInterrupt."""
@@ -790,9 +779,8 @@ def speed_up(args: Args, *names: str) -> list:
 
 
 class FreeCoreThreads:
-    """PyTorch's threads follow the cores that other processes leave free, measured from /proc/stat whenever the
-    losses are logged (PyTorch's own count again when the run ends). That default, one thread per core, spin-waits:
-    two runs with it on the same cores were 5-8x slower each. The thread count changes no number (test_threads.py)."""
+    """PyTorch's threads follow the cores other processes leave free (/proc/stat, read whenever losses are logged).
+    Its default, a spinning thread per core, made two runs on 2 cores 5-8x slower each; the count changes no number."""
 
     @staticmethod
     def start(args: Args, device: torch.device) -> "FreeCoreThreads | None":
