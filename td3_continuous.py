@@ -9,7 +9,7 @@ Part I is the algorithm and its training loop, `train`. Part II runs an experime
 --resume, W&B, progress, signals), III is the speed layer, IV the checks. Parts II-IV never change the maths.
 
 Shapes: B batch, N parallel envs, O observation dim, A action dim. Rewards, termination flags and Q-values are
-[B, 1]; the twin critic returns both critics at once as [2, B, 1].
+[B, 1].
 
 Notation (the blog's, after Spinning Up's pseudocode): the actor μ_θ(s), the critics Q_φ1 and Q_φ2, their
 target copies μ_θ' and Q_φ'1, Q_φ'2, and the smoothed target action ã' = clip(μ_θ'(s') + clip(σ ε, -c, c)).
@@ -25,7 +25,6 @@ Deliberate departures from the paper (marked `# NOTE:` in the code):
 """
 
 import copy
-import itertools
 import math
 import os
 import random
@@ -191,31 +190,23 @@ class ReplayBuffer:
 
 # ------------------------ networks
 # NOTE: 256-256 hidden units in both networks, as in the authors' updated code (the paper: 400-300)
-class TwinQNetwork(nn.Module):
-    """Two independent critics Q1, Q2 (obs [B, O], normalized action [B, A] in [-1, 1]^A -> [2, B, 1]). Their
-    weights lie side by side ([2, in, out]): one batched matmul per layer computes exactly what two MLPs would."""
+class QNetwork(nn.Module):
+    """One critic Q(s, a): obs [B, O] and normalized action [B, A] in [-1, 1]^A -> [B, 1]. The twin critics
+    Q1, Q2 are two of these, initialised independently, in an nn.ModuleList (`qf[0]`, `qf[1]`)."""
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256):
         super().__init__()
-        sizes = [obs_dim + act_dim, hidden, hidden, 1]
-        self.weights = nn.ParameterList()
-        self.biases = nn.ParameterList()
-        for fan_in, fan_out in itertools.pairwise(sizes):
-            bound = 1 / math.sqrt(fan_in)  # the same init as nn.Linear
-            self.weights.append(nn.Parameter(torch.empty(2, fan_in, fan_out).uniform_(-bound, bound)))
-            self.biases.append(nn.Parameter(torch.empty(2, 1, fan_out).uniform_(-bound, bound)))
+        self.net = nn.Sequential(
+            nn.Linear(obs_dim + act_dim, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1)
+        )
 
-    def forward(self, obs: torch.Tensor, actions: torch.Tensor, critics: int = 2, frozen: bool = False) -> torch.Tensor:
-        """Q-values of the first `critics` critics: [critics, B, 1]. With frozen=True the weights act as
-        constants: gradients still reach obs and actions, but no weight gradients are computed."""
-        x = torch.cat([obs, actions], dim=-1).expand(critics, -1, -1)  # [critics, B, O + A]
-        for i, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
-            # PERF: the actor step needs dQ/da only; frozen weights skip dQ/dθ, a third of the critics' matmuls there
-            w, b = (weight.detach(), bias.detach()) if frozen else (weight, bias)
-            x = torch.baddbmm(b[:critics], x, w[:critics])
-            if i < len(self.weights) - 1:
-                x = F.relu(x)
-        return x
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor, frozen: bool = False) -> torch.Tensor:
+        """Q(s, a) [B, 1]. With frozen=True the weights act as constants: gradients still reach obs and actions,
+        but no weight gradients are computed."""
+        x = torch.cat([obs, actions], dim=-1)  # [B, O + A]
+        if frozen:  # PERF: the actor step needs dQ/da only; detached weights skip dQ/dθ, a third of the matmuls
+            return torch.func.functional_call(self.net, {k: w.detach() for k, w in self.net.named_parameters()}, x)
+        return self.net(x)
 
 
 class Actor(nn.Module):
@@ -248,25 +239,26 @@ def target_actions(actor_target: Actor, next_obs: torch.Tensor, args: Args) -> t
 
 
 def critic_loss(
-    batch: Batch, actor_target: Actor, qf: TwinQNetwork, qf_target: TwinQNetwork, args: Args
+    batch: Batch, actor_target: Actor, qf: nn.ModuleList, qf_target: nn.ModuleList, args: Args
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped double-Q TD loss (paper Sec. 4.2). The TD target is built without gradients
     (torch.no_grad): only the online critics qf receive gradients from this loss."""
     with torch.no_grad():
-        next_q = qf_target(batch.next_obs, target_actions(actor_target, batch.next_obs, args))  # [2, B, 1]
-        min_next_q = next_q.min(dim=0).values  # [B, 1]: the smaller estimate counters overestimation
+        next_actions = target_actions(actor_target, batch.next_obs, args)  # [B, A]
+        next_q1, next_q2 = (q(batch.next_obs, next_actions) for q in qf_target)  # [B, 1] each
+        min_next_q = torch.min(next_q1, next_q2)  # the smaller estimate counters overestimation
         # Bootstrap unless the episode truly terminated: a time-limit truncation keeps its future value
         td_target = batch.rewards + args.gamma * (1 - batch.terminations) * min_next_q  # [B, 1]
-    q = qf(batch.obs, batch.actions)  # [2, B, 1]
-    per_critic = F.mse_loss(q, td_target.expand_as(q), reduction="none").mean(dim=(1, 2))  # [2]
-    metrics = {"qf1_values": q[0].mean(), "qf2_values": q[1].mean(), "qf1_loss": per_critic[0]}
-    return per_critic.sum(), metrics | {"qf2_loss": per_critic[1]}
+    q1, q2 = (q(batch.obs, batch.actions) for q in qf)  # [B, 1] each
+    qf1_loss, qf2_loss = F.mse_loss(q1, td_target), F.mse_loss(q2, td_target)
+    metrics = {"qf1_values": q1.mean(), "qf2_values": q2.mean(), "qf1_loss": qf1_loss, "qf2_loss": qf2_loss}
+    return qf1_loss + qf2_loss, metrics
 
 
-def actor_loss(batch: Batch, actor: Actor, qf: TwinQNetwork) -> torch.Tensor:
+def actor_loss(batch: Batch, actor: Actor, qf: nn.ModuleList) -> torch.Tensor:
     """Deterministic policy gradient: maximise Q1(s, μ(s)) (paper Algorithm 1: Q1 only). Gradients flow
     through the frozen critic into the actor: the critic's weights get no gradient and do not change."""
-    return -qf(batch.obs, actor(batch.obs), critics=1, frozen=True).mean()
+    return -qf[0](batch.obs, actor(batch.obs), frozen=True).mean()
 
 
 def optimize(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
@@ -300,7 +292,7 @@ def train(args: Args, device: torch.device, stop: "StopSignals", resumed: dict |
     envs = make_vector_env(args)
     obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
     actor = Actor(obs_dim, act_dim).to(device)
-    qf = TwinQNetwork(obs_dim, act_dim).to(device)
+    qf = nn.ModuleList([QNetwork(obs_dim, act_dim), QNetwork(obs_dim, act_dim)]).to(device)  # Q1, Q2
     actor_target, qf_target = copy.deepcopy(actor), copy.deepcopy(qf)
     # PERF: fused Adam, one kernel per step (capturable: the step count stays on the GPU, for CUDA graphs)
     adam = {"lr": args.learning_rate, "fused": True, "capturable": args.cudagraphs}
@@ -359,7 +351,7 @@ def train(args: Args, device: torch.device, stop: "StopSignals", resumed: dict |
 # Envs cannot be saved: a resumed run restarts them, the running episodes cut off (none stored as terminal).
 EVAL_SEED_OFFSET = 10_000  # the evaluation env is seeded with seed + EVAL_SEED_OFFSET
 EVAL_MAX_EPISODE_STEPS = 1_000  # an evaluation episode of an env without a time limit is cut off here
-TRAINING_STATE, TRAINING_STATE_FORMAT = "training_state.pt", 1
+TRAINING_STATE, TRAINING_STATE_FORMAT = "training_state.pt", 2  # 2: two plain critics
 MAY_CHANGE_ON_RESUME = {"resume", "total_timesteps", "torch_threads"}
 COUNTERS = ("global_step", "updates", "next_eval", "last_eval")
 

@@ -17,7 +17,7 @@ import sac_continuous as sac
 
 torch.manual_seed(0)
 obs_dim, act_dim = 11, 3
-actor, qf = sac.Actor(obs_dim, act_dim), sac.TwinQNetwork(obs_dim, act_dim)
+actor, qf = sac.Actor(obs_dim, act_dim), sac.nn.ModuleList([sac.QNetwork(obs_dim, act_dim) for _ in range(2)])
 qf_target = copy.deepcopy(qf)
 adam = {"lr": 3e-4, "fused": True}
 actor_opt, q_opt = torch.optim.Adam(actor.parameters(), **adam), torch.optim.Adam(qf.parameters(), **adam)

@@ -27,6 +27,11 @@ SHORT_RUN = {
 }
 
 
+def twin_critics(module, obs_dim: int, act_dim: int):
+    """Q1 and Q2 as the scripts' `train` makes them."""
+    return module.nn.ModuleList([module.QNetwork(obs_dim, act_dim), module.QNetwork(obs_dim, act_dim)])
+
+
 def read_scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     """Every scalar of a TensorBoard run directory: tag -> [(step, value), ...]."""
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})

@@ -13,21 +13,22 @@ FAR_BOX = "tests.far_box_env:FarBoxPendulum-v0"
 
 def test_critics_see_the_normalized_actions_of_the_replay_buffer(algo, train, monkeypatch):
     """Through the real loop on the far Box: every action any critic (online or target) is given lies in
-    [-1, 1]^A, and the first critic call's actions are rows of the replay buffer, which map onto what the env got."""
+    [-1, 1]^A, and the first online critic's actions (after the two target critics) are rows of the replay
+    buffer, which map onto what the env got."""
     seen = []
-    forward = algo.TwinQNetwork.forward
+    forward = algo.QNetwork.forward
 
     def recording_forward(self, obs, actions, *args, **kwargs):
         seen.append(actions.detach().clone())
         return forward(self, obs, actions, *args, **kwargs)
 
-    monkeypatch.setattr(algo.TwinQNetwork, "forward", recording_forward)
+    monkeypatch.setattr(algo.QNetwork, "forward", recording_forward)
     result = train(algo, env_id=FAR_BOX, total_timesteps=400, learning_starts=300, batch_size=32, num_envs=2)
-    assert len(seen) >= 50 * 2, "a target and an online critic call per update"
+    assert len(seen) >= 50 * 4, "two target and two online critic calls per update"
     for actions in seen:
         assert actions.shape[1] == 2 and (actions.abs() <= 1).all(), actions.amax(0)
     stored = result["replay_buffer"].data["actions"][: result["replay_buffer"].size]
-    assert all((stored == row).all(dim=1).any() for row in seen[1]), "the critic's batch actions are stored rows"
+    assert all((stored == row).all(dim=1).any() for row in seen[2]), "the critic's batch actions are stored rows"
     env_actions = algo.to_env_actions(stored.numpy(), algo.gym.spaces.Box(LOW, HIGH))
     assert (env_actions.min(0) < LOW + 5).all() and (env_actions.max(0) > HIGH - 5).all(), "the whole Box is used"
 

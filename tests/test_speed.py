@@ -9,6 +9,8 @@ import pytest
 import torch
 import torch._inductor.config
 
+from tests.helpers import twin_critics
+
 OBS_DIM, BATCH, STEPS = 5, 64, 5
 ACT_DIM = 2
 
@@ -20,7 +22,7 @@ def train_steps(module, device: str, **speed_flags) -> tuple[list[dict[str, floa
     args = module.Args(cuda=device == "cuda", **speed_flags)
     torch.manual_seed(0)
     actor = module.Actor(OBS_DIM, ACT_DIM).to(device)
-    qf = module.TwinQNetwork(OBS_DIM, ACT_DIM).to(device)
+    qf = twin_critics(module, OBS_DIM, ACT_DIM).to(device)
     actor_target, qf_target = module.copy.deepcopy(actor), module.copy.deepcopy(qf)
     adam = {"lr": 1e-3, "fused": True, "capturable": args.cudagraphs}
     actor_optimizer = torch.optim.Adam(actor.parameters(), **adam)

@@ -69,12 +69,13 @@ def test_product_recorder_keeps_only_matrix_products_with_their_layouts():
     assert speed.replay_ms(recorder.calls, "cpu", seconds=0.06) > 0
 
 
-@pytest.mark.parametrize(("algo", "products_per_step"), [("sac", 36), ("td3", 24)])
+@pytest.mark.parametrize(("algo", "products_per_step"), [("sac", 53), ("td3", 35)])
 def test_worker_records_exactly_two_training_steps_of_products(algo, products_per_step, tmp_path, monkeypatch, capsys):
     """Counted by hand, with a backward pass costing a weight- and an input-gradient product per layer, minus the
-    ones nothing needs (the gradient of the observations, the critics' weights in the actor step). SAC: critic
-    step 4 + 3 + 3 + 5, actor step 4 + 3 + 3 + 7, acting 4. TD3: critic step 3 + 3 + 3 + 5, an actor step
-    3 + 3 + 3 + 5 every second step, acting 3."""
+    ones nothing needs (the gradient of the observations, the critics' weights in the actor step). Each critic
+    is its own three layers. SAC: critic step 4 (next actions) + 6 (targets) + 6 + 10 (both critics forward and
+    backward), actor step 4 + 6 + 6 + 7, acting 4. TD3: critic step 3 + 6 + 6 + 10, an actor step 3 + 3 + 3 + 5
+    (Q1 only) every second step, acting 3."""
     monkeypatch.chdir(tmp_path)
     steps = ["--learning-starts", "40", "--burn-in", "5", "--measure", "20"]
     speed.worker(["ours", algo, "--env-id", "Pendulum-v1", *steps, "--flags=--batch-size 16"])
@@ -112,3 +113,4 @@ def test_side_by_side_reports_each_run_the_total_and_the_total_against_alone(mon
         assert f"| {env} | sac | default, alone | 95.0 | 95.0 | 1.00 |" in table
         assert f"| {env} | sac | default, 2 side by side | 56.0 | 112.0 | 1.18 |" in table
     assert {c[0] for c in calls} == {"ours"} and len(calls) == 16
+

@@ -9,6 +9,7 @@ from torch.distributions import Normal, TanhTransform, TransformedDistribution
 
 import sac_continuous as sac
 import td3_continuous as td3
+from tests.helpers import twin_critics
 
 OBS_DIM, BATCH = 4, 32
 LOW, HIGH = np.array([-1.0, 0.0, -5.0], np.float32), np.array([3.0, 0.5, -2.0], np.float32)
@@ -33,7 +34,7 @@ def make_batch(terminations: str = "none", seed: int = 0) -> td3.Batch:
 def networks(module):
     torch.manual_seed(0)
     actor = module.Actor(OBS_DIM, len(LOW))
-    qf = module.TwinQNetwork(OBS_DIM, len(LOW))
+    qf = twin_critics(module, OBS_DIM, len(LOW))
     return actor, qf, copy.deepcopy(actor), copy.deepcopy(qf)
 
 
@@ -62,21 +63,17 @@ class Snapshot:
         return {name for name, x in self.items.items() if reached(x)}
 
 
-def test_twin_critic_is_two_independent_mlps():
-    qf = td3.TwinQNetwork(OBS_DIM, len(LOW))
+def test_twin_critics_are_two_independent_mlps(algo):
+    """Q(s, a) is an MLP of [obs | action], [B, 1]; the two critics start from different weights, and a loss of
+    one reaches only its own weights."""
+    _, qf, _, _ = networks(algo)
     obs, actions = torch.randn(BATCH, OBS_DIM), torch.randn(BATCH, len(LOW))
-    q = qf(obs, actions)
-    assert q.shape == (2, BATCH, 1)
-    for i in range(2):
-        layers = []
-        for w, b in zip(qf.weights, qf.biases, strict=True):
-            linear = torch.nn.Linear(*w.shape[1:])
-            linear.weight.data, linear.bias.data = w[i].T.detach().clone(), b[i, 0].detach().clone()
-            layers += [linear, torch.nn.ReLU()]
-        mlp = torch.nn.Sequential(*layers[:-1])
-        torch.testing.assert_close(q[i], mlp(torch.cat([obs, actions], dim=-1)))
-    torch.testing.assert_close(qf(obs, actions, critics=1)[0], q[0])
-    assert not torch.allclose(q[0], q[1]), "the two critics are initialised independently"
+    q1, q2 = (q(obs, actions) for q in qf)
+    assert q1.shape == q2.shape == (BATCH, 1)
+    torch.testing.assert_close(q1, qf[0].net(torch.cat([obs, actions], dim=-1)))
+    assert not torch.allclose(q1, q2), "the two critics are initialised independently"
+    q1.sum().backward()
+    assert all(p.grad is not None for p in qf[0].parameters()) and all(p.grad is None for p in qf[1].parameters())
 
 
 # ----------------------------------------------------------------------------- TD3
@@ -109,10 +106,12 @@ def test_frozen_critic_passes_the_same_action_gradient(algo):
     _, qf, _, _ = networks(algo)
     batch = make_batch()
     obs, actions = batch.obs, batch.actions.requires_grad_(True)
-    (grad_full,) = torch.autograd.grad(qf(obs, actions).sum(), actions)
-    (grad_frozen,) = torch.autograd.grad(qf(obs, actions, frozen=True).sum(), actions)
-    torch.testing.assert_close(grad_frozen, grad_full, rtol=0, atol=0)
-    qf(obs, actions, frozen=True).sum().backward()
+    for q in qf:
+        (grad_full,) = torch.autograd.grad(q(obs, actions).sum(), actions)
+        (grad_frozen,) = torch.autograd.grad(q(obs, actions, frozen=True).sum(), actions)
+        torch.testing.assert_close(grad_frozen, grad_full, rtol=0, atol=0)
+        torch.testing.assert_close(q(obs, actions, frozen=True), q(obs, actions), rtol=0, atol=0)
+        q(obs, actions, frozen=True).sum().backward()
     assert all(p.grad is None for p in qf.parameters())
 
 
@@ -143,9 +142,9 @@ def test_td3_target_is_clipped_double_q_of_the_smoothed_action_masked_per_row(te
         torch.manual_seed(123)
         noise = (0.2 * torch.randn_like(mu)).clamp(-0.5, 0.5)
         assert (noise != 0).all() and (noise.abs() == 0.5).any(), "the smoothing noise is drawn and clipped"
-        next_q = qf_target(batch.next_obs, (mu + noise).clamp(-1, 1)).min(dim=0).values
+        next_q = torch.min(*(q(batch.next_obs, (mu + noise).clamp(-1, 1)) for q in qf_target))
         target = batch.rewards + args.gamma * (1 - batch.terminations) * next_q
-        expected = ((qf(batch.obs, batch.actions) - target) ** 2).mean(dim=(1, 2)).sum()
+        expected = sum(((q(batch.obs, batch.actions) - target) ** 2).mean() for q in qf)
     torch.testing.assert_close(loss, expected)
 
 
@@ -205,9 +204,9 @@ def test_sac_target_is_soft_clipped_double_q_masked_per_row(terminations):
         tanh = TanhTransform(cache_size=1)
         log_prob = TransformedDistribution(Normal(mean, log_std.exp()), [tanh]).log_prob(tanh(u)).sum(-1, keepdim=True)
         next_actions = torch.tanh(u)  # the critics see the normalized action, whose density log π is
-        soft_value = qf_target(batch.next_obs, next_actions).min(dim=0).values - alpha * log_prob
+        soft_value = torch.min(*(q(batch.next_obs, next_actions) for q in qf_target)) - alpha * log_prob
         target = batch.rewards + args.gamma * (1 - batch.terminations) * soft_value
-        expected = ((qf(batch.obs, batch.actions) - target) ** 2).mean(dim=(1, 2)).sum()
+        expected = sum(((q(batch.obs, batch.actions) - target) ** 2).mean() for q in qf)
     torch.testing.assert_close(loss, expected)
 
 
