@@ -25,7 +25,8 @@ commands:
                       an animated WebP (about 4 s, 240 px wide, under 1 MB) of seed K's final actor (default 1) for
                       each env and algorithm, recorded with --checkpoint ... --capture-video (benchmarks/videos.py);
                       --missing: only those not recorded yet
-  speed [args]        training-speed measurements (benchmarks/speed.py)
+  speed [args]        training-speed measurements against Stable-Baselines3 (and, with --cleanrl PATH to a
+                      CleanRL checkout, CleanRL): benchmarks/speed.py --help
 
 options of quick, medium, full and grid:
   --workers N         runs in parallel on this machine (default 1); each gets max(1, cores / N) torch threads

@@ -30,17 +30,21 @@ LEARNING_STARTS = {"td3": 25_000, "sac": 5_000}  # our scripts' defaults
 EVAL_SEED_OFFSET = 10_000  # as in our scripts
 
 
-def sb3_python() -> Path:
-    """The peer's interpreter (absolute), in a virtual environment of its own, created or updated on first use."""
-    venv = ROOT / SB3_VENV
-    python, stamp = venv / "bin" / "python", venv / "installed.txt"
-    if stamp.exists() and stamp.read_text() == SB3_REQUIREMENTS.read_text():
+def peer_python(venv: Path, requirements: Path, name: str) -> Path:
+    """A peer's interpreter (absolute), in a virtual environment of its own (venv, relative to the repository root),
+    created from `requirements` on first use and again whenever they change."""
+    python, stamp = ROOT / venv / "bin" / "python", ROOT / venv / "installed.txt"
+    if stamp.exists() and stamp.read_text() == requirements.read_text():
         return python
-    print(f"creating {SB3_VENV} for Stable-Baselines3 (once) ...", flush=True)
-    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "-r", str(SB3_REQUIREMENTS)], check=True)
-    stamp.write_text(SB3_REQUIREMENTS.read_text())
+    print(f"creating {venv} for {name} (once) ...", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(ROOT / venv)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "-r", str(requirements)], check=True)
+    stamp.write_text(requirements.read_text())
     return python
+
+
+def sb3_python() -> Path:
+    return peer_python(SB3_VENV, SB3_REQUIREMENTS, "Stable-Baselines3")
 
 
 def make_model(algo: str, env, seed: int, learning_starts: int, device: str = "cpu"):

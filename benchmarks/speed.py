@@ -1,6 +1,7 @@
-"""Steady training throughput of td3/sac_continuous.py against Stable-Baselines3, and against the compute floor.
+"""Steady training throughput of td3/sac_continuous.py against Stable-Baselines3 and CleanRL, and the compute floor.
 
     python benchmarks/speed.py                       # Hopper-v5 on the CPU, 3 alternating repeats (~10 min on 2 cores)
+    python benchmarks/speed.py --cleanrl ~/cleanrl   # CleanRL's scripts too, from that checkout (~15 min)
     python benchmarks/speed.py --device cuda --env-id HalfCheetah-v5 --no-sb3 \
         --variant eager= --variant graphs="--compile --cudagraphs"      # on a GPU: eager against compile + graphs
     python benchmarks/speed.py --side-by-side --learning-starts 1000 --burn-in 500 --measure 2000
@@ -15,7 +16,10 @@ Runs alternate (ours, SB3, ours, SB3, ...) so that a slow phase of the machine h
 
 SB3 is configured like our defaults (benchmarks/sb3_peer.py says how), with the same learning_starts. It is
 installed into its own virtual environment (.bench-venvs/sb3, from benchmarks/requirements-sb3.txt) and never
-imported into ours.
+imported into ours. CleanRL (github.com/vwxyzjn/cleanrl) is not a package: its unchanged scripts
+cleanrl/{td3,sac}_continuous_action.py run from the checkout given with --cleanrl, with their own defaults and the
+same learning_starts, in .bench-venvs/cleanrl (benchmarks/requirements-cleanrl.txt: CleanRL's Gymnasium 0.29.1
+with our torch). Gymnasium 0.29 has no MuJoCo v5 tasks, so CleanRL runs the v4 task of the same name.
 
 The floor: FLOPs of the matrix products one env step costs (counted from the layer sizes below) divided by the
 float32 matmul rate this process measures on 256x256x256 products, on the same threads, in the same run. A second,
@@ -36,9 +40,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: our training scripts and benchmarks.sb3_peer
-from benchmarks.sb3_peer import make_model, sb3_python  # noqa: E402 (needs the line above)
+from benchmarks.sb3_peer import make_model, peer_python, sb3_python  # noqa: E402 (needs the line above)
 
 HIDDEN, BATCH = 256, 256
+CLEANRL_VENV, CLEANRL_REQUIREMENTS = Path(".bench-venvs") / "cleanrl", ROOT / "benchmarks" / "requirements-cleanrl.txt"
 
 
 # ----------------------------------------------------------------------------- workers (one process per run)
@@ -150,6 +155,34 @@ def run_ours(algo: str, env_id: str, steps: int, learning_starts: int, device: s
     return recorder.calls
 
 
+def run_cleanrl(algo: str, env_id: str, steps: int, learning_starts: int, device: str, checkout: str, times):
+    """CleanRL's script as `python cleanrl/<algo>_continuous_action.py ...` would run it, in a scratch folder (it
+    writes runs/ there); every SyncVectorEnv it makes gets the step clock."""
+    import runpy
+    import tempfile
+
+    import gymnasium as gym
+
+    class TimedSyncVectorEnv(gym.vector.SyncVectorEnv):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            step_clock(self, times)
+
+    gym.vector.SyncVectorEnv = TimedSyncVectorEnv
+    script = Path(checkout).resolve() / "cleanrl" / f"{algo}_continuous_action.py"
+    sys.path.insert(0, str(script.parent.parent))  # its cleanrl_utils
+    sys.argv = [str(script), "--env-id", cleanrl_env(env_id), "--seed", "1", "--total-timesteps", str(steps)]
+    sys.argv += ["--learning-starts", str(learning_starts)] + (["--no-cuda"] if device == "cpu" else [])
+    with tempfile.TemporaryDirectory() as folder:
+        os.chdir(folder)
+        runpy.run_path(str(script), run_name="__main__")
+
+
+def cleanrl_env(env_id: str) -> str:
+    """The task CleanRL runs for env_id: Gymnasium 0.29's v4 for a v5 MuJoCo task, else env_id itself."""
+    return env_id.removesuffix("-v5") + "-v4" if env_id.endswith("-v5") else env_id
+
+
 def run_sb3(algo: str, env_id: str, steps: int, learning_starts: int, device: str, times):
     import gymnasium as gym
 
@@ -158,7 +191,7 @@ def run_sb3(algo: str, env_id: str, steps: int, learning_starts: int, device: st
 
 def worker_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser()
-    p.add_argument("impl", choices=["ours", "sb3"])
+    p.add_argument("impl", choices=["ours", "sb3", "cleanrl"])
     p.add_argument("algo", choices=["td3", "sac"])
     p.add_argument("--env-id", required=True)
     p.add_argument("--learning-starts", type=int, required=True)
@@ -166,6 +199,7 @@ def worker_parser() -> argparse.ArgumentParser:
     p.add_argument("--measure", type=int, required=True)
     p.add_argument("--device", default="cpu")
     p.add_argument("--flags", default="")
+    p.add_argument("--cleanrl", help="the CleanRL checkout (impl cleanrl)")
     return p
 
 
@@ -177,6 +211,8 @@ def worker(argv: list[str]) -> None:
     products = None
     if a.impl == "ours":
         products = run_ours(a.algo, a.env_id, steps, a.learning_starts, a.device, a.flags.split(), times)
+    elif a.impl == "cleanrl":
+        run_cleanrl(a.algo, a.env_id, steps, a.learning_starts, a.device, a.cleanrl, times)
     else:
         run_sb3(a.algo, a.env_id, steps, a.learning_starts, a.device, times)
     ls, rate = a.learning_starts, steady_rate(times, a.learning_starts + a.burn_in, a.measure)
@@ -238,9 +274,17 @@ def env_dims(env_id: str) -> tuple[int, int]:
 
 
 # ----------------------------------------------------------------------------- the orchestrator
+def cleanrl_python(checkout: str) -> Path:
+    """CleanRL's interpreter, once the checkout is known to hold its scripts."""
+    if not all((Path(checkout) / "cleanrl" / f"{algo}_continuous_action.py").is_file() for algo in ("td3", "sac")):
+        sys.exit(f"error: --cleanrl {checkout} is not a CleanRL checkout (no cleanrl/td3_continuous_action.py)")
+    return peer_python(CLEANRL_VENV, CLEANRL_REQUIREMENTS, "CleanRL")
+
+
 def worker_command(python: Path, impl: str, algo: str, a: argparse.Namespace, flags: str) -> list[str]:
     cmd = [str(python), __file__, "worker", impl, algo, "--env-id", a.env_id, "--device", a.device]
     cmd += ["--learning-starts", str(a.learning_starts), "--burn-in", str(a.burn_in), "--measure", str(a.measure)]
+    cmd += ["--cleanrl", a.cleanrl] if impl == "cleanrl" else []
     return [*cmd, f"--flags={flags}"]  # one word: flags such as --compile must not be parsed as the worker's own
 
 
@@ -307,7 +351,8 @@ def main() -> None:
         "--variant", action="append", default=[], metavar="NAME=FLAGS",
         help='a configuration of our scripts, e.g. compiled="--compile"; repeatable (default: eager=)',
     )  # fmt: skip
-    p.add_argument("--no-sb3", action="store_true", help="measure only our scripts")
+    p.add_argument("--no-sb3", action="store_true", help="measure only our scripts (and CleanRL with --cleanrl)")
+    p.add_argument("--cleanrl", metavar="PATH", help="also CleanRL's scripts, from this checkout of its repository")
     p.add_argument(
         "--side-by-side", action="store_true",
         help="instead: our eager scripts alone and two at once, with PyTorch's default threads and with ours",
@@ -329,29 +374,37 @@ def main() -> None:
     obs_dim, act_dim = env_dims(a.env_id)
     runs = [(algo, "ours", name) for algo in a.algos for name in variants]
     runs += [] if a.no_sb3 else [(algo, "sb3", "SB3") for algo in a.algos]
+    runs += [(algo, "cleanrl", "CleanRL") for algo in a.algos] if a.cleanrl else []
     python = {"ours": Path(sys.executable)} | ({} if a.no_sb3 else {"sb3": sb3_python()})
+    python |= {"cleanrl": cleanrl_python(a.cleanrl)} if a.cleanrl else {}
     results: dict[tuple[str, str, str], list[dict]] = {run: [] for run in runs}
     print(
         f"{a.env_id} on {a.device}, torch threads {torch.get_num_threads()}: learning starts {a.learning_starts}, "
         f"burn-in {a.burn_in}, {a.measure} steps timed, {a.repeats} repeats; matmul {rate:.0f} GFLOP/s",
         flush=True,
     )
+    if a.cleanrl:
+        git = ["git", "-C", a.cleanrl, "log", "-1", "--format=%h %cs"]
+        commit = subprocess.run(git, capture_output=True, text=True, check=False).stdout.strip() or "unknown commit"
+        print(f"CleanRL {a.cleanrl} at {commit}: {cleanrl_env(a.env_id)} (Gymnasium 0.29.1)", flush=True)
     for repeat in range(a.repeats):
-        for algo in a.algos:  # alternate ours and SB3 within every repeat
+        for algo in a.algos:  # alternate ours and the peers within every repeat
             for run in (r for r in runs if r[0] == algo):
                 (result,) = run_workers(python[run[1]], run[1], algo, a, variants.get(run[2], ""))
                 results[run].append(result)
                 print(f"  repeat {repeat + 1}: {algo} {run[2]:>8}: {result['steps_per_s']:7.1f} steps/s", flush=True)
 
     print(f"\n| algo | impl | steps/s (median of {a.repeats}) | range | ms/step | matmuls alone ms/step | "
-          "floor ms/step | x floor | ours/SB3 | compile + warm-up s | start-up s |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          "floor ms/step | x floor | ours/SB3 | ours/CleanRL | compile + warm-up s | start-up s |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for algo, impl, name in runs:
         sps = [r["steps_per_s"] for r in results[algo, impl, name]]
         median = statistics.median(sps)
         floor_ms = step_flops(algo, obs_dim, act_dim) / (rate * 1e9) * 1e3
-        sb3 = results.get((algo, "sb3", "SB3"))
-        ratio = f"{median / statistics.median(r['steps_per_s'] for r in sb3):.2f}" if sb3 and impl == "ours" else ""
+        ratios = []
+        for peer in (results.get((algo, "sb3", "SB3")), results.get((algo, "cleanrl", "CleanRL"))):
+            peer_rate = statistics.median(r["steps_per_s"] for r in peer) if peer else None
+            ratios.append(f"{median / peer_rate:.2f}" if peer_rate and impl == "ours" else "")
         warmup = statistics.median(r["warmup_s"] for r in results[algo, impl, name])
         startup = statistics.median(r["startup_s"] for r in results[algo, impl, name])
         alone = [r["products_ms"] for r in results[algo, impl, name] if "products_ms" in r]
@@ -359,7 +412,7 @@ def main() -> None:
         print(
             f"| {algo} | {name} | {median:.1f} | {min(sps):.1f}-{max(sps):.1f} | {1e3 / median:.2f} | {alone} | "
             f"{floor_ms:.2f} | "
-            f"{1e3 / median / floor_ms:.1f} | {ratio} | {warmup:.1f} | {startup:.1f} |"
+            f"{1e3 / median / floor_ms:.1f} | {' | '.join(ratios)} | {warmup:.1f} | {startup:.1f} |"
         )
     flops = {algo: step_flops(algo, obs_dim, act_dim) / 1e9 for algo in a.algos}
     print(f"\nFLOPs per step: {', '.join(f'{k} {v:.3f} GFLOP' for k, v in flops.items())}; floor = FLOPs / matmul rate")

@@ -114,3 +114,42 @@ def test_side_by_side_reports_each_run_the_total_and_the_total_against_alone(mon
         assert f"| {env} | sac | default, 2 side by side | 56.0 | 112.0 | 1.18 |" in table
     assert {c[0] for c in calls} == {"ours"} and len(calls) == 16
 
+
+FAKE_CLEANRL = """
+import json, os, sys
+import gymnasium as gym
+flags = dict(zip(sys.argv[1::2], sys.argv[2::2]))
+envs = gym.vector.SyncVectorEnv([lambda: gym.make("Pendulum-v1")])
+envs.reset(seed=1)
+for _ in range(int(flags["--total-timesteps"])):
+    envs.step(envs.action_space.sample())
+os.makedirs("runs")
+with open(os.path.join(os.path.dirname(__file__), "called.json"), "w") as f:
+    json.dump({"argv": sys.argv[1:], "cwd": os.getcwd(), "utils": any(p.endswith("fake") for p in sys.path)}, f)
+"""
+
+
+def test_cleanrl_worker_times_the_checkouts_script_with_our_step_counts(tmp_path):
+    """The script of the given checkout runs as `python cleanrl/<algo>_continuous_action.py` would: with the v4 twin
+    of a v5 task (CleanRL's Gymnasium 0.29 has no v5), our step counts, on the CPU, in a scratch folder, with the
+    checkout importable (its cleanrl_utils); every env step is timed."""
+    checkout = tmp_path / "fake"
+    (checkout / "cleanrl").mkdir(parents=True)
+    (checkout / "cleanrl" / "td3_continuous_action.py").write_text(FAKE_CLEANRL)
+    a = argparse.Namespace(env_id="Hopper-v5", device="cpu", learning_starts=20, burn_in=5, measure=10)
+    a.cleanrl = str(checkout)
+    (result,) = speed.run_workers(Path(sys.executable), "cleanrl", "td3", a, "")
+    assert result["steps_per_s"] > 0
+    called = json.loads((checkout / "cleanrl" / "called.json").read_text())
+    flags = dict(zip(called["argv"][::2], called["argv"][1::2], strict=False))
+    assert (
+        flags["--env-id"] == "Hopper-v4" and flags["--total-timesteps"] == "35" and flags["--learning-starts"] == "20"
+    )
+    assert "--no-cuda" in called["argv"] and called["utils"]
+    assert not Path(called["cwd"]).exists() and not (speed.ROOT / "runs" / "called.json").exists()
+
+
+def test_cleanrl_runs_the_v4_twin_of_a_v5_task_and_needs_a_checkout(tmp_path, capsys):
+    assert speed.cleanrl_env("HalfCheetah-v5") == "HalfCheetah-v4" and speed.cleanrl_env("Pendulum-v1") == "Pendulum-v1"
+    with pytest.raises(SystemExit, match="is not a CleanRL checkout"):
+        speed.cleanrl_python(str(tmp_path))
