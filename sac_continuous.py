@@ -6,20 +6,20 @@ Algorithms and Applications", https://arxiv.org/abs/1812.05905 (twin critics, no
 
 Run: python sac_continuous.py --env-id Hopper-v5 (all flags: --help)
 
-Part I is the algorithm and its training loop, `train`. Part II runs an experiment (evaluation, checkpoints,
---resume, W&B, progress, signals), III is the speed layer, IV the checks. Parts II-IV never change the maths.
+Part I: the algorithm and its loop, `train`. II: running an experiment; III: speed; IV: checks (no maths in II-IV).
 
 Shapes: B batch, N parallel envs, O observation dim, A action dim. Rewards, termination flags, Q-values and
 log-probabilities are [B, 1].
 
 Notation (the blog's): the actor samples z = μ(s) + σ(s) ε ~ X = N(μ(s), σ(s)²) in R^A, ε ~ N(0, I), and squashes
-it to a = tanh(z), distributed as Y in (-1, 1)^A; log π(a|s) is log p_Y(a). The papers call z u.
+it to a = tanh(z), distributed as Y in (-1, 1)^A; log π(a|s) is log p_Y(a). The papers call z u. The blog's
+pseudocode (Spinning Up's) keeps α fixed, which is --no-autotune --alpha 0.2, and writes Polyak's ρ = 1 - τ.
 
 Deliberate departures from the papers (marked `# NOTE:` in the code):
 - log σ is squashed smoothly into [-5, 2], so σ can neither collapse nor explode.
 - 5k uniformly random warm-up steps before learning (the papers do not specify any).
-- One action space, a in [-1, 1]^A, for actor, critics (as in Stable-Baselines3), replay buffer, log π and the target
-  entropy -|A|. In the env's units log π would shift by -Σ log(scale): that moves where α settles, not the gradient.
+- The critics take the normalized action a in [-1, 1]^A, not the env's units (as Stable-Baselines3 does); log π and
+  the target entropy -|A| are those of a (1801.01290 Appendix C), so that -|A| means the same on every env.
 - With --num-envs N, each vector step (N transitions) is followed by one gradient step.
 - Evaluation episodes of an env without a time limit are cut off after 1,000 steps.
 """
@@ -48,7 +48,7 @@ from torch.utils._pytree import tree_map
 from torch.utils.tensorboard import SummaryWriter
 
 ALGORITHM = "sac"
-LOG_EVERY = 100  # gradient updates between metric logs (the only time losses are read)
+LOG_EVERY = 100  # gradient updates between metric logs
 
 
 # ======================== Part I: the algorithm and its loop
@@ -132,15 +132,15 @@ class Args:
 
 # ------------------------ environments
 def make_vector_env(args: Args) -> gym.vector.SyncVectorEnv:
-    """N envs (`make_env` in Part IV is `gym.make` with one-line errors). SAME_STEP autoreset: when an episode
-    ends, step() returns the next one's first observation, and the true last one in infos["final_obs"]."""
+    """N envs (`make_env`, Part IV, is `gym.make` with one-line errors), autoresetting as the loop's comment says."""
     return gym.vector.SyncVectorEnv(
         [lambda: make_env(args.env_id)] * args.num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
     )
 
 
 def to_env_actions(actions: np.ndarray, space: gym.spaces.Box) -> np.ndarray:
-    """Normalized actions in [-1, 1]^A mapped per dimension onto the env's Box, clipped in its dtype (rounding)."""
+    """Normalized actions in [-1, 1]^A mapped per dimension onto the env's Box (clipped: bias + scale a may round
+    past the bounds in the Box's dtype)."""
     # NOTE: the env's units appear only here; actor, critics and replay buffer use the normalized action
     scale, bias = (space.high - space.low) / 2, (space.high + space.low) / 2
     return np.clip((bias + scale * actions).astype(space.dtype), space.low, space.high)
@@ -213,6 +213,18 @@ class QNetwork(nn.Module):
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
 
+def squashed_gaussian_log_prob(z: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """log π(a|s) of a = tanh(z), z ~ X = N(μ, σ²), by the change of variables (1801.01290, Appendix C):
+    log π(a|s) = Σ_i [log N(z_i; μ_i, σ_i²) - log(1 - tanh(z_i)²)].  z, μ, log σ: [B, A] -> [B, 1]."""
+    # 1. Gaussian log-density of the pre-tanh sample z
+    gaussian = -0.5 * ((z - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
+    # 2. log|d tanh(z)/dz| = log(1 - tanh(z)²) = 2 (log 2 - z - softplus(-2z)): exact for every z, while
+    #    1 - tanh(z)² itself rounds to 0 in float32 once |z| > 9 (and the naive log gives -inf)
+    log_det_jacobian = 2 * (math.log(2) - z - F.softplus(-2 * z))
+    # 3. Density of a = density of z divided by |det J|; independent dimensions add up
+    return (gaussian - log_det_jacobian).sum(dim=-1, keepdim=True)
+
+
 class Actor(nn.Module):
     """Squashed Gaussian policy π(·|s): obs [B, O] -> mean μ and log σ [B, A] of X, the Gaussian before tanh."""
 
@@ -232,7 +244,7 @@ class Actor(nn.Module):
         """Reparameterised sample: the action a = tanh(z) [B, A] and its log-density log π(a|s) [B, 1]."""
         mean, log_std = self(obs)
         z = mean + log_std.exp() * torch.randn_like(mean)  # z = μ + σ ε ~ X: gradients reach μ and σ
-        # log π before tanh(z): the order autograd sums z's gradients in sets the rounding of every logged number
+        # log π before tanh(z): swapping the two lines changes no maths, only float rounding (so every logged number)
         log_prob = squashed_gaussian_log_prob(z, mean, log_std)
         return torch.tanh(z), log_prob
 
@@ -242,20 +254,8 @@ class Actor(nn.Module):
 
 
 # ------------------------ losses and updates
-def squashed_gaussian_log_prob(z: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
-    """log π(a|s) of a = tanh(z), z ~ X = N(μ, σ²), by the change of variables (1801.01290, Appendix C):
-    log π(a|s) = Σ_i [log N(z_i; μ_i, σ_i) - log(1 - tanh(z_i)²)].  z, μ, log σ: [B, A] -> [B, 1]."""
-    # 1. Gaussian log-density of the pre-tanh sample z
-    gaussian = -0.5 * ((z - mean) / log_std.exp()) ** 2 - log_std - 0.5 * math.log(2 * math.pi)
-    # 2. log|d tanh(z)/dz| = log(1 - tanh(z)²) = 2 (log 2 - z - softplus(-2z)): exact for every z, while
-    #    1 - tanh(z)² itself rounds to 0 in float32 once |z| > 9 (and the naive log gives -inf)
-    log_det_jacobian = 2 * (math.log(2) - z - F.softplus(-2 * z))
-    # 3. Density of a = density of z divided by |det J|; independent dimensions add up
-    return (gaussian - log_det_jacobian).sum(dim=-1, keepdim=True)
-
-
 def explore(actor: Actor, obs: torch.Tensor, args: Args) -> torch.Tensor:
-    """Behaviour action: a sample of the stochastic policy, [N, A] (SAC explores through its entropy)."""
+    """Behaviour action: a sample of the stochastic policy, [N, A] (args unused: TD3's explore needs them)."""
     return actor.sample(obs)[0]
 
 
@@ -265,9 +265,9 @@ def critic_loss(
     """Soft TD loss with twin critics (1812.05905 Sec. 4.2 and 6). The TD target is built without gradients
     (torch.no_grad): only the online critics qf receive gradients from this loss."""
     with torch.no_grad():
-        next_actions, next_log_prob = actor.sample(batch.next_obs)  # a' ~ π(·|s') from the current policy
+        next_actions, next_log_prob = actor.sample(batch.next_obs)  # a' ~ π(·|s'), [B, A]: the current policy
         next_q1, next_q2 = (q(batch.next_obs, next_actions) for q in qf_target)  # [B, 1] each
-        # Soft state value V(s') = min_i Q'_i(s', a') - α log π(a'|s'): the entropy bonus enters the target
+        # Soft state value V(s') ≈ min_i Q'_i(s', a') - α log π(a'|s'), one sample of a': entropy enters the target
         soft_next_value = torch.min(next_q1, next_q2) - alpha * next_log_prob  # [B, 1]
         # Bootstrap unless the episode truly terminated: a time-limit truncation keeps its future value
         td_target = batch.rewards + args.gamma * (1 - batch.terminations) * soft_next_value  # [B, 1]
@@ -279,9 +279,10 @@ def critic_loss(
 
 def actor_loss(batch: Batch, actor: Actor, qf: nn.ModuleList, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Policy loss E[α log π(a|s) - min_i Q_i(s, a)] with a reparameterised a ~ π(·|s). Gradients flow
-    through a into the actor, also via the frozen critics: their weights get no gradient and do not
-    change. α is a constant here. Returns the loss and log π [B, 1], detached for the α loss."""
-    actions, log_prob = actor.sample(batch.obs)
+    through a into the actor, also through the critics, which stay unchanged: actor_optimizer holds only the
+    actor (frozen=True merely skips the critics' unneeded weight gradients). α is a constant here. Returns
+    the loss and log π [B, 1], detached for the α loss."""
+    actions, log_prob = actor.sample(batch.obs)  # [B, A], [B, 1]
     q1, q2 = (q(batch.obs, actions, frozen=True) for q in qf)  # [B, 1] each
     min_q = torch.min(q1, q2)
     return (alpha * log_prob - min_q).mean(), log_prob.detach()
@@ -294,7 +295,6 @@ def alpha_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_entropy: 
 
 
 def optimize(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
-    """One gradient step on the optimizer's parameters."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -309,7 +309,7 @@ def update_critic(batch, actor, qf, qf_target, q_optimizer, alpha, args) -> dict
 def update_actor(batch, actor, qf, actor_optimizer, alpha) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     loss, log_prob = actor_loss(batch, actor, qf, alpha)
     optimize(actor_optimizer, loss)
-    return {"actor_loss": loss.detach(), "entropy": -log_prob.mean()}, log_prob
+    return {"actor_loss": loss.detach(), "entropy": -log_prob.mean()}, log_prob  # the batch's estimate of H
 
 
 def update_alpha(log_alpha, alpha_optimizer, log_prob, target_entropy) -> dict[str, torch.Tensor]:
@@ -326,7 +326,9 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
 
 # ------------------------ the training loop
 def train(args: Args, device: torch.device, stop: "StopSignals", resumed: dict | None) -> dict:
-    """SAC with a replay buffer (1812.05905 Algorithm 1). `main` (Part II) checks the flags and seeds first."""
+    """SAC with a replay buffer (1812.05905 Algorithm 1), after `main` (Part II) checked the flags and seeded.
+    `Run` (Part II) keeps the counters (run.global_step, run.updates), logs, evaluations and checkpoints; on
+    --resume it also restores the learner's weights, optimizers, replay buffer and random states."""
     envs = make_vector_env(args)
     obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
     actor = Actor(obs_dim, act_dim).to(device)
@@ -348,7 +350,7 @@ def train(args: Args, device: torch.device, stop: "StopSignals", resumed: dict |
                "q_optimizer": q_optimizer, "log_alpha": log_alpha, "replay_buffer": rb}  # fmt: skip
     learner |= {"alpha_optimizer": alpha_optimizer} if args.autotune else {}
     run = Run(args, device, stop, envs, learner, random_actions, actor.deterministic, resumed)
-    alpha = log_alpha.exp().detach()  # a constant in the losses; after Run, which restores a resumed log α
+    alpha = log_alpha.exp().detach()  # [1], a constant in the losses; after Run, which restores a resumed log α
     # PERF (Part III): --compile and --cudagraphs rebind these names to compiled or graphed versions of the functions
     explore, update_critic, update_actor, update_alpha = speed_up(args, "explore", "update_critic", "update_actor",
                                                                   "update_alpha")  # fmt: skip
@@ -368,9 +370,9 @@ def train(args: Args, device: torch.device, stop: "StopSignals", resumed: dict |
             next_obs, rewards, terminations, truncations, infos = envs.step(to_env_actions(actions, envs.action_space))
             run.global_step += args.num_envs
 
-            # Store the real transition: an env that just finished returns its reset observation in next_obs;
-            # the true next observation is in infos["final_obs"]
-            real_next_obs = next_obs.copy()
+            # Store the real transition: with SAME_STEP autoreset an env that just finished returns its reset
+            # observation in next_obs; the true last one is in infos["final_obs"], where the mask "_final_obs" is set
+            real_next_obs = next_obs.copy()  # [N, O]
             for i in np.flatnonzero(infos.get("_final_obs", [])):
                 real_next_obs[i] = infos["final_obs"][i]
             rb.add(obs, actions, rewards, real_next_obs, terminations)
@@ -391,7 +393,7 @@ def train(args: Args, device: torch.device, stop: "StopSignals", resumed: dict |
                     actor_metrics = actor_metrics | alpha_metrics | {"alpha": alpha[0]}
                 if run.updates % args.target_network_frequency == 0:
                     soft_update(qf_target, qf, args.tau)
-                if run.updates % LOG_EVERY == 0:  # the only place losses leave the device
+                if run.updates % LOG_EVERY == 0:  # losses leave the device only here (and for a NaN action)
                     run.log_losses(metrics | actor_metrics)
             run.after_step(rewards, terminations | truncations)  # Part II: logs, evaluation, checkpoints
     return run.finish()

@@ -5,14 +5,14 @@ https://arxiv.org/abs/1802.09477 (Algorithm 1).
 
 Run: python td3_continuous.py --env-id Hopper-v5 (all flags: --help)
 
-Part I is the algorithm and its training loop, `train`. Part II runs an experiment (evaluation, checkpoints,
---resume, W&B, progress, signals), III is the speed layer, IV the checks. Parts II-IV never change the maths.
+Part I: the algorithm and its loop, `train`. II: running an experiment; III: speed; IV: checks (no maths in II-IV).
 
 Shapes: B batch, N parallel envs, O observation dim, A action dim. Rewards, termination flags and Q-values are
 [B, 1].
 
 Notation (the blog's, after Spinning Up's pseudocode): the actor μ_θ(s), the critics Q_φ1 and Q_φ2, their
 target copies μ_θ' and Q_φ'1, Q_φ'2, and the smoothed target action ã' = clip(μ_θ'(s') + clip(σ ε, -c, c)).
+The pseudocode's Polyak ρ is 1 - τ here.
 
 Deliberate departures from the paper (marked `# NOTE:` in the code):
 - 256-256 networks, learning rate 3e-4 and 25k random warm-up steps, as in the authors' updated code
@@ -48,7 +48,7 @@ from torch.utils._pytree import tree_map
 from torch.utils.tensorboard import SummaryWriter
 
 ALGORITHM = "td3"
-LOG_EVERY = 100  # gradient updates between metric logs (the only time losses are read)
+LOG_EVERY = 100  # gradient updates between metric logs
 
 
 # ======================== Part I: the algorithm and its loop
@@ -130,15 +130,15 @@ class Args:
 
 # ------------------------ environments
 def make_vector_env(args: Args) -> gym.vector.SyncVectorEnv:
-    """N envs (`make_env` in Part IV is `gym.make` with one-line errors). SAME_STEP autoreset: when an episode
-    ends, step() returns the next one's first observation, and the true last one in infos["final_obs"]."""
+    """N envs (`make_env`, Part IV, is `gym.make` with one-line errors), autoresetting as the loop's comment says."""
     return gym.vector.SyncVectorEnv(
         [lambda: make_env(args.env_id)] * args.num_envs, autoreset_mode=gym.vector.AutoresetMode.SAME_STEP
     )
 
 
 def to_env_actions(actions: np.ndarray, space: gym.spaces.Box) -> np.ndarray:
-    """Normalized actions in [-1, 1]^A mapped per dimension onto the env's Box, clipped in its dtype (rounding)."""
+    """Normalized actions in [-1, 1]^A mapped per dimension onto the env's Box (clipped: bias + scale a may round
+    past the bounds in the Box's dtype)."""
     # NOTE: the env's units appear only here; actor, critics and replay buffer use the normalized action
     scale, bias = (space.high - space.low) / 2, (space.high + space.low) / 2
     return np.clip((bias + scale * actions).astype(space.dtype), space.low, space.high)
@@ -256,13 +256,13 @@ def critic_loss(
 
 
 def actor_loss(batch: Batch, actor: Actor, qf: nn.ModuleList) -> torch.Tensor:
-    """Deterministic policy gradient: maximise Q1(s, μ(s)) (paper Algorithm 1: Q1 only). Gradients flow
-    through the frozen critic into the actor: the critic's weights get no gradient and do not change."""
+    """Deterministic policy gradient: maximise Q1(s, μ(s)) (paper Algorithm 1: Q1 only). Gradients flow through
+    the critic into the actor; the critic stays unchanged, as actor_optimizer holds only the actor (frozen=True
+    merely skips the critic's unneeded weight gradients)."""
     return -qf[0](batch.obs, actor(batch.obs), frozen=True).mean()
 
 
 def optimize(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
-    """One gradient step on the optimizer's parameters."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -288,7 +288,9 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
 
 # ------------------------ the training loop
 def train(args: Args, device: torch.device, stop: "StopSignals", resumed: dict | None) -> dict:
-    """TD3 with a replay buffer (paper Algorithm 1). `main` (Part II) checks the flags and seeds first."""
+    """TD3 with a replay buffer (paper Algorithm 1), after `main` (Part II) checked the flags and seeded.
+    `Run` (Part II) keeps the counters (run.global_step, run.updates), logs, evaluations and checkpoints; on
+    --resume it also restores the learner's weights, optimizers, replay buffer and random states."""
     envs = make_vector_env(args)
     obs_dim, act_dim = envs.single_observation_space.shape[0], envs.single_action_space.shape[0]
     actor = Actor(obs_dim, act_dim).to(device)
@@ -323,9 +325,9 @@ def train(args: Args, device: torch.device, stop: "StopSignals", resumed: dict |
             next_obs, rewards, terminations, truncations, infos = envs.step(to_env_actions(actions, envs.action_space))
             run.global_step += args.num_envs
 
-            # Store the real transition: an env that just finished returns its reset observation in next_obs;
-            # the true next observation is in infos["final_obs"]
-            real_next_obs = next_obs.copy()
+            # Store the real transition: with SAME_STEP autoreset an env that just finished returns its reset
+            # observation in next_obs; the true last one is in infos["final_obs"], where the mask "_final_obs" is set
+            real_next_obs = next_obs.copy()  # [N, O]
             for i in np.flatnonzero(infos.get("_final_obs", [])):
                 real_next_obs[i] = infos["final_obs"][i]
             rb.add(obs, actions, rewards, real_next_obs, terminations)
@@ -341,7 +343,7 @@ def train(args: Args, device: torch.device, stop: "StopSignals", resumed: dict |
                     actor_metrics = update_actor(batch, actor, qf, actor_optimizer)
                     soft_update(qf_target, qf, args.tau)
                     soft_update(actor_target, actor, args.tau)
-                if run.updates % LOG_EVERY == 0:  # the only place losses leave the device
+                if run.updates % LOG_EVERY == 0:  # losses leave the device only here (and for a NaN action)
                     run.log_losses(metrics | actor_metrics)
             run.after_step(rewards, terminations | truncations)  # Part II: logs, evaluation, checkpoints
     return run.finish()
