@@ -11,9 +11,10 @@ usage: bash benchmark.sh COMMAND [options]
 commands:
   quick [options]     Pendulum-v1 and InvertedPendulum-v5 (20k steps), Hopper-v5 (50k steps);
                       td3 and sac, seeds 1 2 3 (about an hour on a 2-core laptop)
-  medium [options]    HalfCheetah, Hopper, Walker2d and Ant v5 at 300k steps; td3 and sac, seeds 1 2 3, and
-                      Stable-Baselines3's TD3 and SAC (sb3-td3, sb3-sac) with seed 1; each finished run's result
-                      goes to docs/benchmarks/medium/ too, to commit (about 23 hours with --workers 2 on 2 cores)
+  medium [options]    HalfCheetah, Hopper, Walker2d and Ant v5 at 300k steps, td3 and sac, seeds 1-5, and
+                      Stable-Baselines3's TD3 and SAC (sb3-td3, sb3-sac) with seed 1; Humanoid-v5 at 300k steps,
+                      td3 and sac, seeds 1-3; each finished run's result goes to docs/benchmarks/medium/ too, to
+                      commit (about 35 hours with --workers 2 on 2 cores)
   full [options]      HalfCheetah, Hopper, Walker2d, Ant and Humanoid v5 at 1M steps; td3 and sac, seeds 1-5
   grid --algos "td3 sac" --envs "Hopper-v5 ..." --seeds "1 2 3" --steps N [--flags "..."] [options]
                       your own grid; --flags are added to every run's command

@@ -194,8 +194,7 @@ def missing_runs(grid_name: str, finished: list[Run]) -> tuple[int, dict[tuple[s
     """For a preset's grid: (how many runs it has, {(env, algo): seeds not finished}); (0, {}) otherwise."""
     if grid_name not in grids.PRESETS:
         return 0, {}
-    p = grids.PRESETS[grid_name]
-    planned = grids.expand(grid_name, p.algos, p.envs, p.seeds, p.peers, p.peer_seeds)
+    planned = grids.preset_runs(grid_name, grids.PRESETS[grid_name])
     have = {(run.env_id, run.algo, run.seed) for run in finished}
     missing: dict[tuple[str, str], list[int]] = {}
     for spec in planned:

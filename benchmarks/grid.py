@@ -61,12 +61,13 @@ class Preset:
     peers: tuple[str, ...] = ()  # Stable-Baselines3 runs of the same envs ...
     peer_seeds: tuple[int, ...] = ()  # ... with these seeds only
     committed: bool = False  # each finished run's result goes to docs/benchmarks/<name>/ too, to commit
+    env_seeds: tuple[tuple[str, tuple[int, ...]], ...] = ()  # (env id, seeds): ours only, with these seeds, no peers
 
 
 # The presets, one row per env. quick is sized for about an hour on a 2-core laptop, one run at a time (short
 # warm-ups so that learning shows within the budget); medium is the blog's four tasks at 300k steps (the TD3
-# paper's curves give an anchor there), with Stable-Baselines3 beside seed 1; full is the papers' MuJoCo
-# protocol at 1M steps.
+# paper's curves give an anchor there) with 5 seeds, and Humanoid with 3 (a run costs about twice an Ant run),
+# with Stable-Baselines3 beside seed 1 of the four; full is the papers' MuJoCo protocol at 1M steps.
 # fmt: off
 PRESETS = {
     "quick": Preset(algos=("td3", "sac"), seeds=(1, 2, 3), envs=(
@@ -74,11 +75,13 @@ PRESETS = {
         ("InvertedPendulum-v5",    20_000, "--learning-starts 1000 --eval-frequency 2000"),
         ("Hopper-v5",              50_000, "--learning-starts 5000 --eval-frequency 5000"),
     )),
-    "medium": Preset(algos=("td3", "sac"), seeds=(1, 2, 3), peers=PEERS, peer_seeds=(1,), committed=True, envs=(
+    "medium": Preset(algos=("td3", "sac"), seeds=(1, 2, 3, 4, 5), peers=PEERS, peer_seeds=(1,), committed=True,
+                     env_seeds=(("Humanoid-v5", (1, 2, 3)),), envs=(
         ("HalfCheetah-v5",        300_000, "--eval-frequency 10000 --save-model"),
         ("Hopper-v5",             300_000, "--eval-frequency 10000 --save-model"),
         ("Walker2d-v5",           300_000, "--eval-frequency 10000 --save-model"),
         ("Ant-v5",                300_000, "--eval-frequency 10000 --save-model"),
+        ("Humanoid-v5",           300_000, "--eval-frequency 10000 --save-model"),
     )),
     "full": Preset(algos=("td3", "sac"), seeds=(1, 2, 3, 4, 5), envs=(
         ("HalfCheetah-v5",      1_000_000, "--eval-frequency 10000"),
@@ -138,13 +141,26 @@ class RunSpec:
 # ----------------------------------------------------------------------------- building and checking a grid
 
 
-def expand(name: str, algos, env_rows, seeds, peers=(), peer_seeds=(), committed=False) -> list[RunSpec]:
+def expand(name: str, algos, env_rows, seeds, peers=(), peer_seeds=(), committed=False, env_seeds=()) -> list[RunSpec]:
     """All runs, seed by seed, then env, then algorithm: a grid cut short has every env × algorithm pair at
-    seed 1 before any at seed 2. Peers (Stable-Baselines3) run only with peer_seeds, after ours of that seed."""
-    groups = [(algos, seeds), (peers, peer_seeds)]
+    seed 1 before any at seed 2. Peers (Stable-Baselines3) run only with peer_seeds, after ours of that seed.
+    An env of env_seeds runs ours with its own seeds and no peers."""
+    own = dict(env_seeds)
+
+    def wanted(seed: int, env_id: str, group_seeds, is_peer: bool) -> bool:
+        return seed in group_seeds if env_id not in own else not is_peer and seed in own[env_id]
+
+    every_seed = sorted({*seeds, *peer_seeds, *(s for group in own.values() for s in group)})
+    groups = [(algos, seeds, False), (peers, peer_seeds, True)]
     return [RunSpec(name, algo, env_id, seed, steps, tuple(shlex.split(flags)), committed)
-            for seed in sorted({*seeds, *peer_seeds}) for group, group_seeds in groups if seed in group_seeds
-            for env_id, steps, flags in env_rows for algo in group]  # fmt: skip
+            for seed in every_seed for group, group_seeds, is_peer in groups
+            for env_id, steps, flags in env_rows if wanted(seed, env_id, group_seeds, is_peer)
+            for algo in group]  # fmt: skip
+
+
+def preset_runs(name: str, p: Preset) -> list[RunSpec]:
+    """The runs of preset p, in grid `name`."""
+    return expand(name, p.algos, p.envs, p.seeds, p.peers, p.peer_seeds, p.committed, p.env_seeds)
 
 
 def words(values: list[str] | None) -> list[str]:
@@ -170,8 +186,7 @@ def build_grid(args: argparse.Namespace) -> list[RunSpec]:
         given = [flag for flag, value in {**custom, "--flags": args.flags}.items() if value is not None]
         if given:
             raise GridError(f"{', '.join(given)} only go with `grid`: a preset always runs the same grid")
-        p = PRESETS[args.preset]
-        return expand(args.name, p.algos, p.envs, p.seeds, p.peers, p.peer_seeds, p.committed)
+        return preset_runs(args.name, PRESETS[args.preset])
     missing = [flag for flag, value in custom.items() if value is None]
     if missing:
         raise GridError(f"`grid` needs {', '.join(missing)}")

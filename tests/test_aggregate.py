@@ -241,15 +241,16 @@ def test_a_presets_committed_grid_says_it_is_partial_and_what_is_missing(tmp_pat
         curve = {"steps": [10_000, 300_000], "mean": [100.0, final], "std": [1.0, 2.0]}
         result_files.write_json(folder / result_files.RESULT, {"eval": curve, "wall_seconds": 1800.0})
     text, _ = aggregate.aggregate(tmp_path / "medium", tmp_path / "out")
-    assert "**Partial: 2 of the preset's 32 runs have finished**" in text
+    assert "**Partial: 2 of the preset's 54 runs have finished**" in text
     assert table_rows(text)[1:] == [
         "| Hopper-v5 | TD3 | 1 | 300,000 | 900.0 ± – | 900.0 [900.0, 900.0] | 1: 900.0 | 30.0 |",
         "| Hopper-v5 | SB3 TD3 | 1 | 300,000 | 800.0 ± – | 800.0 [800.0, 800.0] | 1: 800.0 | 30.0 |",
     ]
     missing = text.split("## Not finished yet")[1].strip().splitlines()
-    assert "- Hopper-v5 TD3: seeds 2, 3" in missing and "- Hopper-v5 SAC: seeds 1, 2, 3" in missing
+    assert "- Hopper-v5 TD3: seeds 2, 3, 4, 5" in missing and "- Hopper-v5 SAC: seeds 1, 2, 3, 4, 5" in missing
     assert "- Hopper-v5 SB3 SAC: seed 1" in missing and "- Ant-v5 SB3 TD3: seed 1" in missing
-    assert len(missing) == 15  # 4 envs × (TD3, SAC, SB3 TD3, SB3 SAC), less Hopper's SB3 TD3
+    assert "- Humanoid-v5 SAC: seeds 1, 2, 3" in missing and "Humanoid-v5 SB3" not in text
+    assert len(missing) == 17  # 4 envs × (TD3, SAC, SB3 TD3, SB3 SAC) and Humanoid's TD3 and SAC, less Hopper's SB3 TD3
 
 
 def test_the_results_say_where_and_when_each_run_ran(tmp_path):

@@ -149,26 +149,27 @@ def test_a_grid_of_one_run_is_described_in_the_singular():
     )
 
 
-def test_medium_preset_runs_seed_by_seed_with_sb3_beside_seed_1_and_commits_results():
+def test_medium_preset_runs_seed_by_seed_with_sb3_beside_seed_1_humanoid_with_3_seeds_and_commits_results():
     specs = specs_of("medium")
-    envs = ["HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5"]
-    ours = [(1, env, algo) for env in envs for algo in ("td3", "sac")]
-    peers = [(1, env, algo) for env in envs for algo in ("sb3-td3", "sb3-sac")]
-    later = [(seed, env, algo) for seed in (2, 3) for env in envs for algo in ("td3", "sac")]
-    assert [(s.seed, s.env_id, s.algo) for s in specs] == ours + peers + later
+    four, algos = ["HalfCheetah-v5", "Hopper-v5", "Walker2d-v5", "Ant-v5"], ("td3", "sac")
+    ours = [(1, env, algo) for env in [*four, "Humanoid-v5"] for algo in algos]
+    peers = [(1, env, algo) for env in four for algo in ("sb3-td3", "sb3-sac")]
+    with_humanoid = [(seed, env, algo) for seed in (2, 3) for env in [*four, "Humanoid-v5"] for algo in algos]
+    without = [(seed, env, algo) for seed in (4, 5) for env in four for algo in algos]
+    assert [(s.seed, s.env_id, s.algo) for s in specs] == ours + peers + with_humanoid + without
     assert {(s.steps, s.flags) for s in specs} == {(300_000, ("--eval-frequency", "10000", "--save-model"))}
     assert specs[0].command(PY) == [
         PY, "td3_continuous.py", "--env-id", "HalfCheetah-v5", "--seed", "1", "--total-timesteps", "300000",
         "--eval-frequency", "10000", "--save-model", "--run-name", "grid/medium/HalfCheetah-v5/td3/seed1",
     ]  # fmt: skip
-    assert specs[9].command(PY) == [
+    assert specs[11].command(PY) == [
         ".bench-venvs/sb3/bin/python", "benchmarks/sb3_peer.py", "--algo", "sac", "--env-id", "HalfCheetah-v5",
         "--seed", "1", "--total-timesteps", "300000", "--eval-frequency", "10000", "--save-model",
         "--run-name", "grid/medium/HalfCheetah-v5/sb3-sac/seed1",
     ]  # fmt: skip
-    assert specs[-1].results_dir == Path("docs/benchmarks/medium/Ant-v5/sac/seed3")
+    assert specs[-1].results_dir == Path("docs/benchmarks/medium/Ant-v5/sac/seed5")
     assert grid.describe(specs, specs[1:]) == (
-        "32 runs (4 envs, 4 algorithms, 3 seeds, not every combination) in runs/grid/medium/: 1 done, 31 to run"
+        "54 runs (5 envs, 4 algorithms, 5 seeds, not every combination) in runs/grid/medium/: 1 done, 53 to run"
     )
 
 
@@ -290,14 +291,14 @@ def test_a_committed_result_counts_as_finished_and_must_have_the_same_flags(cli,
     commit_result(specs[0], specs[0].command("/elsewhere/python"))  # the interpreter may differ
     code, out, _ = cli("list", "medium")
     assert code == 0 and out.splitlines()[0].startswith("# skipped (done): ")
-    assert out.splitlines()[-1].endswith(": 1 done, 31 to run") and not (tmp_path / "runs").exists()
+    assert out.splitlines()[-1].endswith(": 1 done, 53 to run") and not (tmp_path / "runs").exists()
     commit_result(specs[1], [*specs[1].command(PY), "--batch-size", "32"])
     code, _, err = cli("list", "medium")
     assert code == 1 and f"{specs[1].run_dir} finished with other flags" in err
     commit_result(specs[2], [*specs[2].command(PY), "--resume", str(specs[2].run_dir)])  # as older versions did
     shutil.rmtree(specs[1].results_dir)
     code, out, _ = cli("list", "medium")
-    assert code == 0 and out.splitlines()[-1].endswith(": 2 done, 30 to run")
+    assert code == 0 and out.splitlines()[-1].endswith(": 2 done, 52 to run")
 
 
 def test_slurm_tasks_of_a_committing_grid_export_their_results():
