@@ -66,8 +66,8 @@ class Preset:
 
 # The presets, one row per env. quick is sized for about an hour on a 2-core laptop, one run at a time (short
 # warm-ups so that learning shows within the budget); medium is the blog's four tasks at 300k steps (the TD3
-# paper's curves give an anchor there) with 5 seeds, and Humanoid with 3 (a run costs about twice an Ant run),
-# with Stable-Baselines3 beside seed 1 of the four; full is the papers' MuJoCo protocol at 1M steps.
+# paper's curves give an anchor there) with 5 seeds, and Humanoid with 3 (its runs are the longest, 1.3-1.6x an
+# Ant run), with Stable-Baselines3 beside seed 1 of the four; full is the papers' MuJoCo protocol at 1M steps.
 # fmt: off
 PRESETS = {
     "quick": Preset(algos=("td3", "sac"), seeds=(1, 2, 3), envs=(
