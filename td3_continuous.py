@@ -803,7 +803,8 @@ def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
             env.render()
     except Exception as err:
         # A rendering error: raised in OpenGL or MuJoCo's GL backends (loaded on import: any env can fail there)
-        frames = [Path(frame.f_code.co_filename) for frame, _ in traceback.walk_tb(err.__traceback__)]
+        tb = traceback.extract_tb(err.__traceback__)
+        frames = [Path(frame.filename) for frame in tb]
         in_gl = any({"OpenGL", "egl", "osmesa", "glfw"} & set(f.parts) or f.name == "gl_context.py" for f in frames)
         if in_gl or "MUJOCO_GL" in str(err):
             gl = os.environ.get("MUJOCO_GL", "unset")
@@ -812,15 +813,46 @@ def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
                           "(libOSMesa)") from None  # fmt: skip
         if isinstance(err, gym.error.Error | ImportError):
             raise StopRun(f"cannot make env {env_id!r}: {err}") from None
+        # An assertion or a missing attribute inside an installed package: most often a release for another MuJoCo
+        file = tb[-1].filename.partition("site-packages/")[2]
+        if file and isinstance(err, AssertionError | AttributeError):
+            raise StopRun(f"cannot make env {env_id!r}: {type(err).__name__} in {file}:{tb[-1].lineno} "
+                          f"({str(err) or tb[-1].line}); likely a release made for another MuJoCo or Gymnasium "
+                          "(docs/environments.md)") from None  # fmt: skip
         raise  # a bug in the env itself: keep its traceback
-    act_space, obs_space = env.action_space, env.observation_space
+    act_space = env.action_space
     if not isinstance(act_space, gym.spaces.Box):
         raise StopRun(f"{env_id} has a {type(act_space).__name__} action space; TD3 needs a continuous Box")
     if not (np.all(np.isfinite(act_space.low)) and np.all(np.isfinite(act_space.high))):
         raise StopRun(f"{env_id} has an unbounded action space; wrap it in gymnasium.wrappers.RescaleAction")
-    if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
-        raise StopRun(f"{env_id} observations are not a flat Box; wrap it in gymnasium.wrappers.FlattenObservation")
+    return flat_observations(env, env_id)
+
+
+FLATTENED: set[str] = set()  # the env ids whose flattening was said
+
+
+def flat_observations(env: gym.Env, env_id: str) -> gym.Env:
+    """Observations as one vector: a Dict or Tuple of vectors (and scalars) is flattened, once said; else a stop."""
+    space = env.observation_space
+    if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
+        return env
+    if not isinstance(space, gym.spaces.Dict | gym.spaces.Tuple) or not vectors_only(space):
+        raise StopRun(f"{env_id} has {space} observations; the networks take one vector (a 1-d Box, or a Dict or "
+                      "Tuple of them): register a wrapped env (README: Your own environment)")  # fmt: skip
+    env = gym.wrappers.FlattenObservation(env)
+    if env_id not in FLATTENED:
+        FLATTENED.add(env_id)
+        parts = ", ".join(space.keys()) if isinstance(space, gym.spaces.Dict) else f"{len(space)} parts"
+        print(f"{env_id}: {type(space).__name__} observations ({parts}) flattened into a Box of "
+              f"{env.observation_space.shape[0]} (gymnasium.wrappers.FlattenObservation)")  # fmt: skip
     return env
+
+
+def vectors_only(space: gym.Space) -> bool:
+    """A Box of at most one dimension, or a Dict or Tuple of only such Boxes (nested or not)."""
+    if isinstance(space, gym.spaces.Dict | gym.spaces.Tuple):
+        return all(map(vectors_only, space.spaces.values() if isinstance(space, gym.spaces.Dict) else space.spaces))
+    return isinstance(space, gym.spaces.Box) and len(space.shape) <= 1
 
 
 def check_actions(actions: np.ndarray, metrics: dict[str, torch.Tensor], global_step: int) -> None:

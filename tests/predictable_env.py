@@ -105,6 +105,28 @@ class EndlessEnv(PredictableEnv):
         return obs, 1.0, False, False, info
 
 
+class DictObsEnv(PredictableEnv):
+    """Predictable-v0's observation as a nested Dict, {"rest": (episode, [t]), "seed": env_seed}, with 0-d Boxes.
+    Gymnasium sorts a Dict's keys, so it flattens to [episode, t, env_seed]."""
+
+    scalar = gym.spaces.Box(-np.inf, np.inf, ())
+    observation_space = gym.spaces.Dict(
+        {"seed": scalar, "rest": gym.spaces.Tuple((scalar, gym.spaces.Box(0, 9, (1,))))}
+    )
+
+    def _obs(self):
+        rest = (np.array(self.episode, np.float32), np.array([self.t], np.float32))
+        return {"seed": np.array(self.env_seed, np.float32), "rest": rest}
+
+
+class ImageObsEnv(PredictableEnv):
+    observation_space = gym.spaces.Box(0, 255, (4, 4, 3), np.uint8)
+
+
+class DiscreteInDictEnv(PredictableEnv):
+    observation_space = gym.spaces.Dict({"position": gym.spaces.Box(-1, 1, (2,)), "mode": gym.spaces.Discrete(3)})
+
+
 class BrokenEnv(PredictableEnv):
     """A bug in the env's own code, unrelated to rendering."""
 
@@ -120,6 +142,9 @@ for env_id, entry_point in [
     ("UnboundedAction-v0", UnboundedActionEnv),
     ("Broken-v0", BrokenEnv),
     ("Steady-v0", SteadyEnv),
+    ("DictObs-v0", DictObsEnv),
+    ("ImageObs-v0", ImageObsEnv),
+    ("DiscreteInDict-v0", DiscreteInDictEnv),
 ]:
     gym.register(id=env_id, entry_point=entry_point, max_episode_steps=TIME_LIMIT)
 gym.register(id="Endless-v0", entry_point=EndlessEnv)
