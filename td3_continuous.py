@@ -583,9 +583,8 @@ def evaluate_checkpoint(args: Args, device: torch.device) -> dict:
         raise StopRun(f"{env_id} no longer has the observation and action spaces the checkpoint was trained on")
     returns = evaluate(actor, env, args.eval_episodes, args.seed + EVAL_SEED_OFFSET, device)
     env.close()
-    episodes = f"{len(returns)} episode" + "s" * (len(returns) != 1)
-    print(f"{env_id} ({args.checkpoint}, step {checkpoint['global_step']}): "
-          f"eval return {np.mean(returns):.1f} ± {np.std(returns):.1f} over {episodes}")  # fmt: skip
+    print(f"{env_id} ({args.checkpoint}, step {checkpoint['global_step']}): eval return {np.mean(returns):.1f} ± "
+          f"{np.std(returns):.1f} over {len(returns)} episode{'s' * (len(returns) != 1)}")  # fmt: skip
     return {"eval_returns": returns}
 
 
@@ -615,8 +614,7 @@ def save_training_state(path: Path, state: dict, learner: dict) -> None:
 
 
 def load_training_state(args: Args) -> tuple[dict, Args]:
-    """The saved state of --resume (a run folder or its file) and the run's flags, --total-timesteps raised.
-    Every check of the file happens here, before anything is written."""
+    """The state of --resume (a run folder or its file) and the run's flags; all checks happen before any write."""
     path = Path(args.resume) / TRAINING_STATE if Path(args.resume).is_dir() else Path(args.resume)
     if not path.is_file():
         raise StopRun(f"--resume: {path} does not exist")
@@ -715,8 +713,7 @@ class CudaGraphed:
 
 
 def speed_up(args: Args, *names: str) -> list:
-    """The functions of these names, compiled (--compile) and/or replayed as CUDA graphs (--cudagraphs); they
-    compute what the eager functions compute (tests/test_speed.py)."""
+    """The named functions compiled (--compile) and/or as CUDA graphs (--cudagraphs); same results (test_speed.py)."""
     functions = [globals()[name] for name in names]
     functions = [torch.compile(fn) for fn in functions] if args.compile else functions
     return [CudaGraphed(fn) for fn in functions] if args.cudagraphs else functions
@@ -776,8 +773,7 @@ def validate_args(args: Args) -> None:
         (args.policy_noise >= 0, "--policy-noise (σ) must not be negative"),
         (args.noise_clip >= 0, "--noise-clip (c) must not be negative"),
         (args.policy_frequency >= 1, "--policy-frequency (d) must be at least 1"),
-        (args.eval_frequency > 0, "--eval-frequency must be positive"),
-        (args.eval_episodes > 0, "--eval-episodes must be positive"),
+        (args.eval_frequency > 0 and args.eval_episodes > 0, "--eval-frequency and --eval-episodes must be positive"),
         (args.torch_threads is None or args.torch_threads >= 1, "--torch-threads must be at least 1"),
         (args.checkpoint_frequency >= 0, "--checkpoint-frequency must not be negative"),
         (not args.cudagraphs or (args.cuda and torch.cuda.is_available()),
@@ -813,12 +809,11 @@ def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
                           "(libOSMesa)") from None  # fmt: skip
         if isinstance(err, gym.error.Error | ImportError):
             raise StopRun(f"cannot make env {env_id!r}: {err}") from None
-        # An assertion or a missing attribute inside an installed package: most often a release for another MuJoCo
-        file = tb[-1].filename.partition("site-packages/")[2]
-        if file and isinstance(err, AssertionError | AttributeError):
-            raise StopRun(f"cannot make env {env_id!r}: {type(err).__name__} in {file}:{tb[-1].lineno} "
-                          f"({str(err) or tb[-1].line}); likely a release made for another MuJoCo or Gymnasium "
-                          "(docs/environments.md)") from None  # fmt: skip
+        file = tb[-1].filename.partition("site-packages/")[2]  # raised in an installed package, not the user's code
+        if file and isinstance(err, AssertionError | AttributeError):  # most often a release for another MuJoCo
+            where = f"{type(err).__name__} in {file}:{tb[-1].lineno} ({str(err) or tb[-1].line})"
+            raise StopRun(f"cannot make env {env_id!r}: {where}; likely a release made for another MuJoCo or "
+                          "Gymnasium (docs/environments.md)") from None  # fmt: skip
         raise  # a bug in the env itself: keep its traceback
     act_space = env.action_space
     if not isinstance(act_space, gym.spaces.Box):
@@ -832,26 +827,25 @@ FLATTENED: set[str] = set()  # the env ids whose flattening was said
 
 
 def flat_observations(env: gym.Env, env_id: str) -> gym.Env:
-    """Observations as one vector: a Dict or Tuple of vectors (and scalars) is flattened, once said; else a stop."""
+    """Observations as one vector: a Dict or Tuple of 1-d Boxes and scalars (nested or not) is flattened, said once."""
     space = env.observation_space
     if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
         return env
     if not isinstance(space, gym.spaces.Dict | gym.spaces.Tuple) or not vectors_only(space):
         raise StopRun(f"{env_id} has {space} observations; the networks take one vector (a 1-d Box, or a Dict or "
                       "Tuple of them): register a wrapped env (README: Your own environment)")  # fmt: skip
-    env = gym.wrappers.FlattenObservation(env)
     if env_id not in FLATTENED:
         FLATTENED.add(env_id)
         parts = ", ".join(space.keys()) if isinstance(space, gym.spaces.Dict) else f"{len(space)} parts"
         print(f"{env_id}: {type(space).__name__} observations ({parts}) flattened into a Box of "
-              f"{env.observation_space.shape[0]} (gymnasium.wrappers.FlattenObservation)")  # fmt: skip
-    return env
+              f"{gym.spaces.flatdim(space)} (gymnasium.wrappers.FlattenObservation)")  # fmt: skip
+    return gym.wrappers.FlattenObservation(env)
 
 
 def vectors_only(space: gym.Space) -> bool:
     """A Box of at most one dimension, or a Dict or Tuple of only such Boxes (nested or not)."""
     if isinstance(space, gym.spaces.Dict | gym.spaces.Tuple):
-        return all(map(vectors_only, space.spaces.values() if isinstance(space, gym.spaces.Dict) else space.spaces))
+        return all(map(vectors_only, space.values() if isinstance(space, gym.spaces.Dict) else space))
     return isinstance(space, gym.spaces.Box) and len(space.shape) <= 1
 
 
