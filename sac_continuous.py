@@ -858,8 +858,8 @@ def make_env(env_id: str, render_mode: str | None = None) -> gym.Env:
                           "(libOSMesa)") from None  # fmt: skip
         if isinstance(err, gym.error.Error | ImportError):
             raise StopRun(f"cannot make env {env_id!r}: {err}") from None
-        file = tb[-1].filename.partition("site-packages/")[2]  # raised in an installed package, not the user's code
-        if file and isinstance(err, AssertionError | AttributeError):  # most often a release for another MuJoCo
+        _, installed, file = tb[-1].filename.rpartition("-packages/")  # in site- or dist-packages: not the user's
+        if installed and isinstance(err, AssertionError | AttributeError):  # most often a release for another MuJoCo
             where = f"{type(err).__name__} in {file}:{tb[-1].lineno} ({str(err) or tb[-1].line})"
             raise StopRun(f"cannot make env {env_id!r}: {where}; likely a release made for another MuJoCo or "
                           "Gymnasium (docs/environments.md)") from None  # fmt: skip
