@@ -12,7 +12,9 @@ partial. Writes to DIR (default: the grid folder) and prints the table:
 - results.md: per env and algorithm, the final deterministic evaluation return (`eval/episodic_return` at the
   last step: the mean over that run's evaluation episodes) as mean ± std over seeds (sample std, ddof 1), the
   interquartile mean (IQM) with a 95% bootstrap confidence interval, and each seed's value; then where and when
-  each run ran (UTC start and end, minutes, commit, CPU and torch threads, from its result.json or DONE).
+  each run ran (UTC start and end, minutes, commit, CPU and torch threads, from its result.json or DONE). With a
+  references.json in the grid's folder (published returns and their sources), a second table sets each of our
+  rows beside Stable-Baselines3's seed 1 and that return, and says whether the return lies outside our CI.
 - curves.png: one panel per env, TD3, SAC and any Stable-Baselines3 rows (dashed) on the same axes; the line is
   the mean over seeds of the evaluation return at the evaluation steps all seeds share, the band spans the
   seeds' minimum to maximum.
@@ -47,6 +49,7 @@ from benchmarks.grid import ALGORITHMS, DONE, PEERS
 
 EVAL_TAG = results.EVAL_TAG
 COLORS = {"td3": "tab:blue", "sac": "tab:orange", "sb3-td3": "tab:green", "sb3-sac": "tab:red"}
+REFERENCES = "references.json"  # optional, in the grid's folder: published returns to set the table beside
 LABELS = {"td3": "TD3", "sac": "SAC", "sb3-td3": "SB3 TD3", "sb3-sac": "SB3 SAC"}
 
 
@@ -190,6 +193,31 @@ def markdown_table(table_cells: list[Cell]) -> str:
     return "\n".join(lines)
 
 
+def reference_table(table_cells: list[Cell], references: dict) -> list[str]:
+    """Our algorithms env by env, beside Stable-Baselines3's seed 1 and the published return of the grid's
+    references.json; the last column (from 3 seeds on): below if that return lies above our IQM's 95% CI."""
+    peers = {(c.env_id, c.algo): {run.seed: run.final for run in c.runs} for c in table_cells if c.algo in PEERS}
+    lines = ["| env | algorithm | IQM [95% CI] | mean ± std (seeds) | SB3, seed 1 | reference | ours vs reference |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for cell in (c for c in table_cells if c.algo in ALGORITHMS):
+        s = cell_stats(cell)
+        std = "–" if s["std"] is None else f"{s['std']:.1f}"
+        sb3 = peers.get((cell.env_id, f"sb3-{cell.algo}"), {}).get(1)
+        ref = references["returns"].get(cell.env_id, {}).get(cell.algo)
+        where = "–"
+        if ref and s["seeds"] >= 3:
+            where = "below" if ref["mean"] > s["ci"][1] else "above" if ref["mean"] < s["ci"][0] else "inside CI"
+        published = "–"
+        if ref:
+            published = f"{ref['mean']:g}" + (f" ± {ref['std']:g}" if "std" in ref else "") + f" ({ref['source']})"
+        lines.append(f"| {cell.env_id} | {LABELS[cell.algo]} | {s['iqm']:.1f} [{s['ci'][0]:.1f}, {s['ci'][1]:.1f}] "
+                     f"| {s['mean']:.1f} ± {std} ({s['seeds']}) | {'–' if sb3 is None else f'{sb3:.1f}'} "
+                     f"| {published} | {where} |")  # fmt: skip
+    sources = [f"- {key}: {text}" for key, text in references["sources"].items()]
+    return ["", "## Beside Stable-Baselines3 and the published returns", "", references["about"], "", *lines, "",
+            *sources]  # fmt: skip
+
+
 def missing_runs(grid_name: str, finished: list[Run]) -> tuple[int, dict[tuple[str, str], list[int]]]:
     """For a preset's grid: (how many runs it has, {(env, algo): seeds not finished}); (0, {}) otherwise."""
     if grid_name not in grids.PRESETS:
@@ -251,6 +279,8 @@ def results_markdown(grid: Path, table_cells: list[Cell], unfinished: list[tuple
         "",
         markdown_table(table_cells),
     ]
+    if (grid / REFERENCES).exists():
+        parts += reference_table(table_cells, json.loads((grid / REFERENCES).read_text()))
     parts += where_and_when(list(finished))
     if unfinished:
         parts += ["", f"## Unfinished runs ({len(unfinished)}), left out of the table and the curves", ""]

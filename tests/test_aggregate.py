@@ -234,12 +234,17 @@ def test_committed_result_files_give_the_table_the_logs_give(fake_grid, results,
     assert table_rows(text) == table_rows(results[1][0])
 
 
+def write_result(grid_dir, env_id, algo, seed, final):
+    """A committed result.json of a 300k-step run that ended at `final`."""
+    folder = grid_dir / env_id / algo / f"seed{seed}"
+    folder.mkdir(parents=True)
+    curve = {"steps": [10_000, 300_000], "mean": [100.0, final], "std": [1.0, 2.0]}
+    result_files.write_json(folder / result_files.RESULT, {"eval": curve, "wall_seconds": 1800.0})
+
+
 def test_a_presets_committed_grid_says_it_is_partial_and_what_is_missing(tmp_path):
     for algo, final in [("td3", 900.0), ("sb3-td3", 800.0)]:
-        folder = tmp_path / "medium" / "Hopper-v5" / algo / "seed1"
-        folder.mkdir(parents=True)
-        curve = {"steps": [10_000, 300_000], "mean": [100.0, final], "std": [1.0, 2.0]}
-        result_files.write_json(folder / result_files.RESULT, {"eval": curve, "wall_seconds": 1800.0})
+        write_result(tmp_path / "medium", "Hopper-v5", algo, 1, final)
     text, _ = aggregate.aggregate(tmp_path / "medium", tmp_path / "out")
     assert "**Partial: 2 of the preset's 54 runs have finished**" in text
     assert table_rows(text)[1:] == [
@@ -290,3 +295,32 @@ def test_a_resumed_run_lists_each_attempts_commit_in_turn():
     run = aggregate.Run("Hopper-v5", "sac", 2, {300_000: 900.0}, 60.0, {**one, **when, "attempt_history": older})
     section = aggregate.where_and_when([run])
     assert "| ?, 2026-12-01 08:52–12:06 | 1.0 | ?, d873408 |" in section[5] and "?: attempts recorded" in section[-1]
+
+
+def test_the_table_beside_the_references_says_which_lie_outside_our_ci(tmp_path):
+    finals = {("Hopper-v5", "td3"): [900.0, 1000.0, 1100.0], ("Hopper-v5", "sb3-td3"): [800.0],
+              ("Hopper-v5", "sac"): [3000.0], ("Ant-v5", "td3"): [1800.0, 2000.0, 2200.0],
+              ("Ant-v5", "sac"): [400.0, 500.0, 600.0], ("Humanoid-v5", "td3"): [5000.0, 5100.0, 5200.0]}  # fmt: skip
+    for (env_id, algo), values in finals.items():
+        for seed, final in enumerate(values, start=1):
+            write_result(tmp_path / "medium", env_id, algo, seed, final)
+    hopper = {"td3": {"mean": 1500, "std": 200, "source": "v9"}, "sac": {"mean": 1000, "source": "v9"}}
+    ant = {"td3": {"mean": 2100, "source": "v9"}, "sac": {"mean": 399.5, "source": "v9"}}
+    references = {"about": "Published at 300k.", "sources": {"v9": "a paper, 10 seeds"},
+                  "returns": {"Hopper-v5": hopper, "Ant-v5": ant}}  # fmt: skip
+    result_files.write_json(tmp_path / "medium" / aggregate.REFERENCES, references)
+    text, _ = aggregate.aggregate(tmp_path / "medium", tmp_path / "out")
+    section = text.split("## Beside Stable-Baselines3 and the published returns")[1].split("## Where")[0]
+    assert "Published at 300k." in section and "- v9: a paper, 10 seeds" in section
+
+    def ci(env_id, algo):
+        low, high = aggregate.iqm_ci(finals[env_id, algo])
+        return f"[{low:.1f}, {high:.1f}]"
+
+    assert table_rows(section)[1:] == [  # SB3 rows only as a column; one seed: no verdict; no reference: none
+        f"| Ant-v5 | TD3 | 2000.0 {ci('Ant-v5', 'td3')} | 2000.0 ± 200.0 (3) | – | 2100 (v9) | inside CI |",
+        f"| Ant-v5 | SAC | 500.0 {ci('Ant-v5', 'sac')} | 500.0 ± 100.0 (3) | – | 399.5 (v9) | above |",
+        f"| Hopper-v5 | TD3 | 1000.0 {ci('Hopper-v5', 'td3')} | 1000.0 ± 100.0 (3) | 800.0 | 1500 ± 200 (v9) | below |",
+        "| Hopper-v5 | SAC | 3000.0 [3000.0, 3000.0] | 3000.0 ± – (1) | – | 1000 (v9) | – |",
+        f"| Humanoid-v5 | TD3 | 5100.0 {ci('Humanoid-v5', 'td3')} | 5100.0 ± 100.0 (3) | – | – | – |",
+    ]
