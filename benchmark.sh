@@ -70,7 +70,10 @@ run_grid() {  # run_grid quick|full|grid [options]: the runs of the plan on this
   done
   wait
   trap - INT TERM
-  "$PYTHON" -m benchmarks.grid summary "$plan"
+  local status=0
+  "$PYTHON" -m benchmarks.grid summary "$plan" || status=$?
+  rm -f "$plan"
+  return "$status"
 }
 
 stop_workers() {  # Ctrl-C or SIGTERM: each worker passes one SIGTERM to its run and waits for it to end
@@ -81,6 +84,7 @@ stop_workers() {  # Ctrl-C or SIGTERM: each worker passes one SIGTERM to its run
   [[ -z $pids ]] || kill -TERM $pids 2>/dev/null || true
   wait || true
   "$PYTHON" -m benchmarks.grid summary "$1" || true
+  rm -f "$1"
   exit 130
 }
 

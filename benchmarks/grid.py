@@ -4,8 +4,8 @@
 
     python -m benchmarks.grid list quick                # --dry-run: the commands, finished runs marked skipped
     python -m benchmarks.grid prepare grid --algos td3 --envs Pendulum-v1 --seeds 1 2 --steps 20000
-    python -m benchmarks.grid run runs/grid/custom/plan.json 0    # one run of the plan (a local worker)
-    python -m benchmarks.grid summary runs/grid/custom/plan.json  # ran / skipped / failed, status 1 if any failed
+    python -m benchmarks.grid run runs/grid/custom/plan-<pid>.json 0    # one run of the plan (a local worker)
+    python -m benchmarks.grid summary runs/grid/custom/plan-<pid>.json  # ran / skipped / failed, 1 if any failed
     python -m benchmarks.grid submit full --slurm --partition gpu [--dry-run]    # a Slurm job array
     python -m benchmarks.grid exec [--results DIR] RUN_DIR -- COMMAND...    # one run (a Slurm array task)
 
@@ -485,7 +485,7 @@ def write_plan(specs: list[RunSpec], python: str, workers: int, max_runs: int | 
     plan = {"grid": specs[0].grid, "skipped": len(done),
             "runs": [{"run_dir": str(s.run_dir), "command": s.command(python), "env": run_env(workers),
                       "results_dir": s.results_dir and str(s.results_dir)} for s in todo]}  # fmt: skip
-    path = grid_dir(specs[0].grid) / "plan.json"
+    path = grid_dir(specs[0].grid) / f"plan-{os.getpid()}.json"  # a pool's own: a second pool may plan beside it
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(plan, indent=1) + "\n")
     threads = run_env(workers).get("OMP_NUM_THREADS")

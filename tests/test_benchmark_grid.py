@@ -44,6 +44,8 @@ with open(run_dir / "argv", "a") as argv_log:
 print("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS"))
 if run_name in os.environ.get("STAND_IN_FAIL", "").split():
     sys.exit("error: stand-in failure")
+while os.path.exists(os.environ.get("STAND_IN_HOLD", "")):  # until the test lets it end
+    time.sleep(0.05)
 if os.environ.get("STAND_IN_WAIT"):
     time.sleep(60)
 print("finished")
@@ -484,6 +486,29 @@ def test_max_runs_runs_the_first_runs_still_to_do_and_leaves_the_rest_for_the_ne
         second.returncode == 0
         and second.stdout.splitlines()[-1] == "few: 1 ran, 3 skipped (done before), 0 failed or stopped"
     )
+
+
+def test_a_second_pool_beside_the_first_runs_what_is_left_and_neither_reads_the_others_plan(repo):
+    hold = repo.path / "hold"  # the first pool's first run lasts until this file is gone
+    hold.touch()
+    env = {**os.environ, "PYTHON": sys.executable, "STAND_IN_HOLD": str(hold)}
+    command = ["bash", "benchmark.sh", *STAND_IN_GRID, "--max-runs", "2"]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    runs = repo.path / "runs/grid/custom/Pendulum-v1"
+    with helpers.started(command, cwd=repo.path, env=env, **pipes) as first:  # plans td3 seed 1, then sac seed 1
+        deadline = time.monotonic() + 30
+        while not (runs / "td3/seed1/pid").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        second = repo(*STAND_IN_GRID, "--max-runs", "1")  # td3 seed 1 is running: the first left is sac seed 1
+        hold.unlink()
+        out, err = first.communicate(timeout=30)
+    assert second.returncode == 0 and second.stdout.splitlines()[-1] == (
+        "custom: 1 ran, 0 skipped (done before), 0 failed or stopped"
+    )
+    assert first.returncode == 0, err
+    assert f"{'skipped (done)':17}runs/grid/custom/Pendulum-v1/sac/seed1" in out.splitlines()  # the second ran it
+    assert (runs / "sac/seed1/argv").read_text().count("\n") == 1 and not (runs / "td3/seed2").exists()
+    assert not list(runs.parent.glob("plan*.json")), "each pool deletes its plan when it ends"
 
 
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
