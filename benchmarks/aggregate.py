@@ -280,7 +280,13 @@ def results_markdown(grid: Path, table_cells: list[Cell], unfinished: list[tuple
         markdown_table(table_cells),
     ]
     if (grid / REFERENCES).exists():
-        parts += reference_table(table_cells, json.loads((grid / REFERENCES).read_text()))
+        try:
+            parts += reference_table(table_cells, json.loads((grid / REFERENCES).read_text()))
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise SystemExit(
+                f"error: {grid / REFERENCES} is not a references file ({type(err).__name__}: {err}); "
+                "it needs about, sources and returns: {env: {algo: {mean, std?, source}}}"
+            ) from None
     parts += where_and_when(list(finished))
     if unfinished:
         parts += ["", f"## Unfinished runs ({len(unfinished)}), left out of the table and the curves", ""]

@@ -324,3 +324,13 @@ def test_the_table_beside_the_references_says_which_lie_outside_our_ci(tmp_path)
         "| Hopper-v5 | SAC | 3000.0 [3000.0, 3000.0] | 3000.0 ± – (1) | – | 1000 (v9) | – |",
         f"| Humanoid-v5 | TD3 | 5100.0 {ci('Humanoid-v5', 'td3')} | 5100.0 ± 100.0 (3) | – | – | – |",
     ]
+
+
+@pytest.mark.parametrize(
+    "text", ["{not json", '{"about": "x", "sources": {}}', '{"about": "x", "sources": {}, "returns": []}']
+)
+def test_a_broken_references_file_is_one_line(tmp_path, text):
+    write_result(tmp_path / "medium", "Hopper-v5", "td3", 1, 900.0)
+    (tmp_path / "medium" / aggregate.REFERENCES).write_text(text)
+    with pytest.raises(SystemExit, match=r"^error: .*references.json is not a references file \(\w+: "):
+        aggregate.aggregate(tmp_path / "medium", tmp_path / "out")
