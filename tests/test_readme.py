@@ -76,3 +76,19 @@ def test_install_and_test_commands_are_what_ci_runs():
     assert "pip install --quiet -r requirements-benchmark.txt" in ci and "python -m pytest" in ci
     assert ".venv/bin/pip install -r requirements-benchmark.txt && .venv/bin/python -m pytest" in README
     assert "-r requirements.txt" in (ROOT / "requirements-benchmark.txt").read_text(), "CI installs both"
+
+
+def test_the_results_table_is_the_one_the_aggregate_wrote():
+    """The README's Results table is a copy of the table `bash benchmark.sh aggregate docs/benchmarks/medium` writes
+    (its section beside SB3 and the published returns), row for row, with its sources and its count of runs."""
+    results = (ROOT / "docs" / "benchmarks" / "medium" / "results.md").read_text()
+    section = results.split("## Beside Stable-Baselines3 and the published returns", 1)[1].split("\n## ", 1)[0]
+    table = "\n".join(line for line in section.splitlines() if line.startswith("|"))
+    sources = "\n".join(line for line in section.splitlines() if line.startswith("- "))
+    assert table.count("\n") > 2 and sources, "results.md has no table beside the published returns"
+    readme = README.split("## Results", 1)[1].split("\n## ", 1)[0]
+    assert table in readme and sources in readme, "the README's table differs from results.md's: copy it again"
+    if partial := re.search(r"\*\*Partial: (\d+) of the preset's (\d+) runs", results):
+        assert f"**Partial: {partial[1]} of the grid's {partial[2]} runs are in**" in readme
+    else:
+        assert "Partial" not in readme, "the grid is complete: the README should not call it partial"
