@@ -721,7 +721,7 @@ def speed_up(args: Args, *names: str) -> list:
 
 class FreeCoreThreads:
     """PyTorch's threads follow the cores other processes leave free (/proc/stat, read whenever losses are logged).
-    Its default, a spinning thread per core, made two runs on 2 cores 5-8x slower each; the count changes no number."""
+    Its default, a spinning thread per core, made two runs 5-8x slower each; some CPUs round by thread count."""
 
     @staticmethod
     def start(args: Args, device: torch.device) -> "FreeCoreThreads | None":
