@@ -1,8 +1,8 @@
 """The default --torch-threads on the CPU (`FreeCoreThreads`, Part III): PyTorch's threads follow the cores that
 other processes leave free. A run's numbers then stay those of its seed only where the thread count changes no
 number. That depends on the CPU: MKL's matrix products on the AMD EPYC VMs here round alike with one thread and
-two, on an Intel Xeon VM they do not (the training test below failed there). So the training test first asks the
-CPU, with one forward and backward pass of the real networks, and runs where the answer is yes."""
+two, on CI's VM of 2026-12-07 they did not (the training test below failed there). So the training test first
+asks the CPU, with one forward and backward pass of the real networks, and runs where the answer is yes."""
 
 import platform
 
